@@ -1,0 +1,41 @@
+# Everything installs into .venv on first use; a fresh Debian 12 with Python 3.11 is enough.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SEEDS ?= 5000
+SEED_START ?= 0
+
+.PHONY: venv test lint format sim bench-raftcore clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## test: the whole suite (unit, transcript and 500+ simulator seeds); runs on 2 cores via xdist
+test: venv
+	$(PY) -m pytest -n 2 -q
+
+## lint: ruff (lint and format check) and mypy --strict on raftcore
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict raftcore
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## sim: more simulator seeds, e.g. make sim SEEDS=20000 SEED_START=1000
+sim: venv
+	$(PY) -m tests.sim.run --seeds $(SEEDS) --start $(SEED_START)
+
+## bench-raftcore: entries per CPU-second through a simulated 5-server cluster
+bench-raftcore: venv
+	$(PY) benchmarks/raftcore_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
