@@ -94,6 +94,7 @@ def broadcast(r: Raft, heartbeat: bool) -> None:
 def replicate(r: Raft, server_id: int, progress: Progress) -> None:
     """Send the follower what it needs next: entries, a heartbeat, or the snapshot."""
     if progress.mode == Mode.SNAPSHOT:
+        _heartbeat_during_snapshot(r, server_id, progress)
         return
     next_index = progress.next_index
     prev_index = next_index - 1
@@ -120,6 +121,22 @@ def replicate(r: Raft, server_id: int, progress: Progress) -> None:
     )
 
 
+def _heartbeat_during_snapshot(r: Raft, server_id: int, progress: Progress) -> None:
+    """Keep a follower that installs the snapshot from starting an election; its
+    success answer (it has the snapshot) also ends SNAPSHOT mode if the
+    snapshot's own answer was lost."""
+    progress.last_send = r.now
+    r.send(
+        server_id,
+        AppendEntries(
+            term=r.current_term,
+            prev_log_index=r.log.snapshot_index,
+            prev_log_term=r.log.snapshot_term,
+            leader_commit=r.commit_index,
+        ),
+    )
+
+
 def leader_tick(r: Raft) -> None:
     """TIMEOUT on the leader: check quorum, expire transfers, send heartbeats."""
     if r.now >= r.quorum_check_start + r.election_timeout:
@@ -133,7 +150,7 @@ def leader_tick(r: Raft) -> None:
     for server_id, progress in r.progress.items():
         if progress.mode == Mode.SNAPSHOT:
             snapshot.retry_if_timed_out(r, server_id, progress)
-        elif r.now >= progress.last_send + r.heartbeat_timeout:
+        if r.now >= progress.last_send + r.heartbeat_timeout:
             replicate(r, server_id, progress)
 
 
@@ -177,7 +194,9 @@ def recv_append_entries_result(r: Raft, message: Message) -> None:
         return
     if progress.acknowledge(min(result.last_log_index, r.log.last_index)):
         maybe_commit(r)
-    if progress.mode == Mode.PROBE:
+    if progress.mode == Mode.PROBE or (
+        progress.mode == Mode.SNAPSHOT and progress.match_index >= progress.snapshot_index
+    ):
         r.trace("recv append entries result from %d: match %d -> pipeline",
                 sender, progress.match_index)
         progress.to_pipeline()
