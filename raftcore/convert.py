@@ -59,7 +59,7 @@ def to_leader(r: Raft) -> None:
     r.quorum_check_start = r.now
     next_index = r.log.last_index + 1
     r.progress = {
-        server.id: Progress(next_index=next_index)
+        server.id: Progress(next_index=next_index, address=server.address)
         for server in r.configuration
         if server.id != r.id and server.role != Role.SPARE
     }

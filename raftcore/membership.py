@@ -79,17 +79,25 @@ def adopt(r: Raft, configuration: Configuration, index: int) -> None:
 
 
 def sync_progress(r: Raft) -> None:
-    """Track every member that receives the log (all but self and spares)."""
+    """Track every member that receives the log (all but self and spares).
+
+    A server that an uncommitted change removes still gets the log until the
+    change commits, so that it learns of its removal and stops campaigning.
+    """
     wanted = {s.id for s in r.configuration if s.id != r.id and s.role != Role.SPARE}
     for server_id in list(r.progress):
-        if server_id not in wanted:
+        if server_id not in wanted and not r.configuration_pending_index:
             del r.progress[server_id]
             r.catch_up_states.pop(server_id, None)
-    for server_id in wanted:
-        if server_id not in r.progress:
-            progress = Progress(next_index=r.log.last_index + 1)
-            r.progress[server_id] = progress
-            replication.replicate(r, server_id, progress)
+    for server in r.configuration:
+        if server.id not in wanted:
+            continue
+        if server.id in r.progress:
+            r.progress[server.id].address = server.address
+            continue
+        progress = Progress(next_index=r.log.last_index + 1, address=server.address)
+        r.progress[server.id] = progress
+        replication.replicate(r, server.id, progress)
 
 
 def on_configuration(r: Raft, event: Event) -> None:
@@ -100,9 +108,13 @@ def on_configuration(r: Raft, event: Event) -> None:
     r.trace("configuration at %d committed", event.index)
     r.configuration_committed_index = event.index
     r.configuration_pending_index = 0
-    if r.state == State.LEADER and not r.configuration.is_voter(r.id):
+    if r.state != State.LEADER:
+        return
+    if not r.configuration.is_voter(r.id):
         r.trace("leader is no longer a voter -> step down")
         convert.to_follower(r)
+        return
+    sync_progress(r)
 
 
 # -- catch-up --------------------------------------------------------------------

@@ -21,6 +21,7 @@ class Mode(IntEnum):
 @dataclass(slots=True)
 class Progress:
     next_index: int
+    address: str = ""
     match_index: int = 0
     mode: Mode = Mode.PROBE
     last_send: int = -(2**62)

@@ -159,7 +159,13 @@ class Raft:
         """Queue a message; the address defaults to the one in the configuration."""
         if address is None:
             server = self.configuration.get(server_id)
-            address = server.address if server is not None else ""
+            progress = self.progress.get(server_id)
+            if server is not None:
+                address = server.address
+            elif progress is not None:
+                address = progress.address  # removed by an uncommitted change
+            else:
+                address = ""
         self.update.send(Message(server_id, address, payload))
 
     def reset_election_timer(self) -> None:
@@ -196,6 +202,8 @@ class Raft:
             _check_message(event.message)
 
         term, voted_for, state = self.current_term, self.voted_for, self.state
+        if event.type == EventType.START:
+            term, voted_for = event.term, event.voted_for  # already durable
         commit_index, old_timeout = self.commit_index, self._timeout
         saved_now, saved_capacity = self.now, self.capacity
         self.update = Update()

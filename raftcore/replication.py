@@ -253,7 +253,10 @@ def recv_append_entries(r: Raft, message: Message) -> None:
         r.trace("recv append entries from %d while installing a snapshot -> ignore", sender)
         return
     if not _append(r, args):
-        reply(r, message, rejected=args.prev_log_index, last_index=r.log.last_index)
+        # As C-Raft: the hint is our last index when the previous entry is
+        # missing, and the index before it when its term differs.
+        hint = min(r.log.last_index, args.prev_log_index - 1)
+        reply(r, message, rejected=args.prev_log_index, last_index=hint)
         return
     matched = args.prev_log_index + len(args.entries)
     r.match_bound = max(r.match_bound, matched)

@@ -28,6 +28,11 @@ def on_start(r: Raft, event: Event) -> None:
         membership.adopt(r, metadata.configuration, metadata.configuration_index)
     else:
         r.log.restore(event.start_index, entries, 0, 0)
+    if event.start_index == 1 and entries and entries[0].type == EntryType.CHANGE:
+        # As C-Raft: every server is bootstrapped with the same first entry,
+        # so it is committed from the start and no barrier is needed for it.
+        r.commit_index = max(r.commit_index, 1)
+        r.configuration_committed_index = max(r.configuration_committed_index, 1)
     found = r.log.last_change_before(r.log.last_index + 1)
     if found is not None and found[0] > r.configuration_index:
         index, entry = found
