@@ -179,6 +179,9 @@ def recv_timeout_now(r: Raft, message: Message) -> None:
         return
     if args.term > r.current_term:
         convert.bump_term(r, args.term)
+    if message.server_id != r.leader_id:
+        r.trace("recv timeout now from %d: not the leader -> ignore", message.server_id)
+        return
     if r.state != State.FOLLOWER or not r.configuration.is_voter(r.id):
         r.trace("recv timeout now from %d: not a voting follower -> ignore", message.server_id)
         return

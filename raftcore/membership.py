@@ -102,11 +102,16 @@ def sync_progress(r: Raft) -> None:
 
 def on_configuration(r: Raft, event: Event) -> None:
     """The application applied the committed CHANGE entry at ``event.index``."""
+    if not _is_committed_change(r, event.index):
+        r.trace("configuration event at %d is not a committed change -> ignore", event.index)
+        return
+    # Record it even when a later change is pending (C-Raft's applyChange):
+    # if that later one is rolled back, this one must not count as pending.
+    r.configuration_committed_index = event.index
     if event.index != r.configuration_pending_index:
-        r.trace("configuration at %d applied, not the pending one -> ignore", event.index)
+        r.trace("configuration at %d committed, the pending one is later", event.index)
         return
     r.trace("configuration at %d committed", event.index)
-    r.configuration_committed_index = event.index
     r.configuration_pending_index = 0
     if r.state != State.LEADER:
         return
@@ -115,6 +120,13 @@ def on_configuration(r: Raft, event: Event) -> None:
         convert.to_follower(r)
         return
     sync_progress(r)
+
+
+def _is_committed_change(r: Raft, index: int) -> bool:
+    if index <= r.configuration_committed_index or index > r.commit_index:
+        return False
+    entry = r.log.get(index)
+    return entry is None or entry.type == EntryType.CHANGE
 
 
 # -- catch-up --------------------------------------------------------------------
@@ -172,8 +184,9 @@ def _next_round(r: Raft, server_id: int, state: CatchUp) -> None:
     state.round += 1
     state.round_start = r.now
     state.round_target = r.log.last_index
-    r.trace("catch-up of server %d: round %d to index %d", server_id, state.round,
-            state.round_target)
+    r.trace(
+        "catch-up of server %d: round %d to index %d", server_id, state.round, state.round_target
+    )
 
 
 def _finish(r: Raft, server_id: int, status: CatchUpStatus) -> None:

@@ -166,7 +166,7 @@ class Raft:
                 address = progress.address  # removed by an uncommitted change
             else:
                 address = ""
-        self.update.send(Message(server_id, address, payload))
+        self.update.messages.append(Message(server_id, address, payload))
 
     def reset_election_timer(self) -> None:
         """Re-arm the election timer at a fresh random point in [T, 2T)."""
@@ -216,19 +216,37 @@ class Raft:
             raise
 
         update = self.update
-        self.update = Update()
+        # Flags are worked out once, as plain ints: IntFlag arithmetic is slow.
+        flags = 0
         if self.current_term != term:
-            update.flags |= UpdateFlags.CURRENT_TERM
+            flags |= _CURRENT_TERM
         if self.voted_for != voted_for:
-            update.flags |= UpdateFlags.VOTED_FOR
+            flags |= _VOTED_FOR
+        if update.entries:
+            flags |= _ENTRIES
+        if update.snapshot is not None:
+            flags |= _SNAPSHOT
+        if update.messages:
+            flags |= _MESSAGES
         if self.state != state:
-            update.flags |= UpdateFlags.STATE
+            flags |= _STATE
         if self.commit_index != commit_index:
-            update.flags |= UpdateFlags.COMMIT_INDEX
+            flags |= _COMMIT_INDEX
         self._timeout = self.compute_timeout()
         if self._timeout != old_timeout:
-            update.flags |= UpdateFlags.TIMEOUT
+            flags |= _TIMEOUT
+        update.flags = UpdateFlags(flags)
         return update
+
+
+_CURRENT_TERM = int(UpdateFlags.CURRENT_TERM)
+_VOTED_FOR = int(UpdateFlags.VOTED_FOR)
+_ENTRIES = int(UpdateFlags.ENTRIES)
+_SNAPSHOT = int(UpdateFlags.SNAPSHOT)
+_MESSAGES = int(UpdateFlags.MESSAGES)
+_STATE = int(UpdateFlags.STATE)
+_COMMIT_INDEX = int(UpdateFlags.COMMIT_INDEX)
+_TIMEOUT = int(UpdateFlags.TIMEOUT)
 
 
 def _check_message(message: Message | None) -> None:
@@ -236,12 +254,10 @@ def _check_message(message: Message | None) -> None:
         raise Malformed("RECEIVE needs a Message")
     if message.server_id <= 0:
         raise Malformed(f"message from invalid server id {message.server_id}")
-    try:
-        kind = MessageType(message.payload.type)
-    except (AttributeError, ValueError) as exc:
-        raise Malformed(f"unknown message payload {message.payload!r}") from exc
+    if getattr(message.payload, "type", None) not in _RECEIVERS:
+        raise Malformed(f"unknown message payload {message.payload!r}")
     if message.payload.term < 0:
-        raise Malformed(f"negative term in {kind.name}")
+        raise Malformed(f"negative term in {message.payload.type.name}")
 
 
 def _on_receive(r: Raft, event: Event) -> None:

@@ -54,9 +54,7 @@ def _check_submit(r: Raft, entries: list[Entry]) -> None:
     if changes > 1:
         raise CantChange("only one configuration change at a time")
     if _out_of_space(r):
-        raise NoSpace(
-            f"a majority of voters has less than {r.capacity_threshold} of disk capacity"
-        )
+        raise NoSpace(f"a majority of voters has less than {r.capacity_threshold} of disk capacity")
 
 
 def _out_of_space(r: Raft) -> bool:
@@ -197,8 +195,9 @@ def recv_append_entries_result(r: Raft, message: Message) -> None:
     if progress.mode == Mode.PROBE or (
         progress.mode == Mode.SNAPSHOT and progress.match_index >= progress.snapshot_index
     ):
-        r.trace("recv append entries result from %d: match %d -> pipeline",
-                sender, progress.match_index)
+        r.trace(
+            "recv append entries result from %d: match %d -> pipeline", sender, progress.match_index
+        )
         progress.to_pipeline()
     if r.state != State.LEADER:
         return
@@ -292,8 +291,12 @@ def _append(r: Raft, args: AppendEntries) -> bool:
         if prev <= r.commit_index:
             r.trace("previous entry %d conflicts with a committed one -> reject", prev)
         else:
-            r.trace("previous entry %d has term %d, not %d -> reject",
-                    prev, local_term, args.prev_log_term)
+            r.trace(
+                "previous entry %d has term %d, not %d -> reject",
+                prev,
+                local_term,
+                args.prev_log_term,
+            )
         return False
     # local_term None: the entry is inside the snapshot, so committed and matching.
     index = prev + 1
@@ -310,8 +313,12 @@ def _append(r: Raft, args: AppendEntries) -> bool:
         if index <= r.commit_index:
             r.trace("entry %d conflicts with a committed one -> reject", index)
             return False
-        r.trace("entry %d conflicts (term %s vs %d) -> truncate", index,
-                r.log.term_of(index), entry.term)
+        r.trace(
+            "entry %d conflicts (term %s vs %d) -> truncate",
+            index,
+            r.log.term_of(index),
+            entry.term,
+        )
         r.log.truncate(index)
         membership.on_truncated(r, index)
         new = list(args.entries[position:])

@@ -15,7 +15,7 @@ from raftcore.events import Event
 from raftcore.messages import InstallSnapshot, Message
 from raftcore.progress import Progress
 from raftcore.types import SnapshotMetadata, State
-from raftcore.update import SnapshotUpdate, UpdateFlags
+from raftcore.update import SnapshotUpdate
 
 if TYPE_CHECKING:
     from raftcore.raft import Raft
@@ -47,8 +47,12 @@ def send_snapshot(r: Raft, server_id: int, progress: Progress) -> None:
     if metadata is None:
         r.trace("server %d needs entries that are gone and there is no snapshot", server_id)
         return
-    r.trace("server %d needs entries before %d -> send snapshot at %d",
-            server_id, r.log.start, metadata.index)
+    r.trace(
+        "server %d needs entries before %d -> send snapshot at %d",
+        server_id,
+        r.log.start,
+        metadata.index,
+    )
     progress.to_snapshot(metadata.index, r.now)
     progress.last_send = r.now
     r.send(
@@ -101,7 +105,6 @@ def recv_install_snapshot(r: Raft, message: Message) -> None:
     metadata = SnapshotMetadata(args.last_index, args.last_term, args.conf, args.conf_index)
     r.trace("recv install snapshot from %d at index %d -> persist it", sender, args.last_index)
     r.installing = metadata
-    r.update.flags |= UpdateFlags.SNAPSHOT
     r.update.snapshot = SnapshotUpdate(metadata, 0, args.data, True)
 
 

@@ -49,18 +49,9 @@ class Update:
         """Merge an append at ``index`` into this update (a later truncation wins)."""
         if not entries:
             return
-        if not self.flags & UpdateFlags.ENTRIES:
-            self.flags |= UpdateFlags.ENTRIES
-            self.entries_index = index
-            self.entries = list(entries)
-            return
-        if index < self.entries_index:
+        if not self.entries or index < self.entries_index:
             self.entries_index = index
             self.entries = list(entries)
             return
         del self.entries[index - self.entries_index :]
         self.entries.extend(entries)
-
-    def send(self, message: Message) -> None:
-        self.flags |= UpdateFlags.MESSAGES
-        self.messages.append(message)
