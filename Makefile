@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS ?= 5000
 SEED_START ?= 0
 
-.PHONY: venv test lint format sim bench-raftcore clean
+.PHONY: venv test lint format sim bench-raftcore clean proto
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ bench-raftcore: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## proto: regenerate the protobuf and gRPC modules under kvstore/ (they are committed)
+proto: venv
+	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/kvstore/v1/kv.proto proto/kvstore/raft/v1/peer.proto

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftcore import membership, replication
+from raftcore import membership, read, replication
 from raftcore.progress import Progress
 from raftcore.types import Entry, EntryType, Role, State
 
@@ -73,6 +73,7 @@ def to_leader(r: Raft) -> None:
 
 def _clear_leader_state(r: Raft) -> None:
     membership.abort_all_catch_ups(r)
+    read.drop_all(r)
     r.progress = {}
     r.transferee = 0
     r.transfer_start = 0

@@ -27,6 +27,7 @@ class EventType(IntEnum):
     SUBMIT = 8
     CATCH_UP = 9
     TRANSFER = 10
+    READ_INDEX = 11  # beyond C-Raft: a linearizable read without a log entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,12 @@ class Event:
     @classmethod
     def catch_up(cls, time: int, server_id: int, *, capacity: int = 0) -> Event:
         return cls(EventType.CATCH_UP, time, capacity, server_id=server_id)
+
+    @classmethod
+    def read_index(cls, time: int, read_id: int, *, capacity: int = 0) -> Event:
+        """Ask the leader for a read index (dissertation 6.4); the answer comes in
+        ``Update.reads`` as (read_id, index) once a majority confirmed leadership."""
+        return cls(EventType.READ_INDEX, time, capacity, index=read_id)
 
     @classmethod
     def transfer(cls, time: int, server_id: int, *, capacity: int = 0) -> Event:

@@ -32,6 +32,8 @@ class AppendEntries:
     prev_log_term: int
     leader_commit: int
     entries: Sequence[Entry] = ()
+    # Beyond C-Raft: the leader's read round (ReadIndex); echoed in the result.
+    context: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class AppendEntriesResult:
     last_log_index: int
     features: int = 0
     capacity: int = 0
+    context: int = 0  # the read round of the AppendEntries answered
 
 
 @dataclass(frozen=True, slots=True)

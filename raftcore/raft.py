@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from raftcore import election, membership, replication, snapshot, start, transfer
+from raftcore import election, membership, read, replication, snapshot, start, transfer
 from raftcore.configuration import Configuration
 from raftcore.errors import Invalid, Malformed
 from raftcore.events import Event, EventType
@@ -107,6 +107,9 @@ class Raft:
         self.transfer_sent = False
         self.catch_up_states: dict[int, membership.CatchUp] = {}
         self.catch_up_results: dict[int, CatchUpStatus] = {}
+        self.read_round = 0
+        self.reads_in_round: list[read.PendingRead] = []
+        self.reads_waiting_commit: list[read.PendingRead] = []
 
         self.update = Update()
         self._timeout = 0
@@ -232,6 +235,8 @@ class Raft:
             flags |= _STATE
         if self.commit_index != commit_index:
             flags |= _COMMIT_INDEX
+        if update.reads:
+            flags |= _READS
         self._timeout = self.compute_timeout()
         if self._timeout != old_timeout:
             flags |= _TIMEOUT
@@ -247,6 +252,7 @@ _MESSAGES = int(UpdateFlags.MESSAGES)
 _STATE = int(UpdateFlags.STATE)
 _COMMIT_INDEX = int(UpdateFlags.COMMIT_INDEX)
 _TIMEOUT = int(UpdateFlags.TIMEOUT)
+_READS = int(UpdateFlags.READS)
 
 
 def _check_message(message: Message | None) -> None:
@@ -294,4 +300,5 @@ _HANDLERS: dict[EventType, Handler] = {
     EventType.SUBMIT: replication.on_submit,
     EventType.CATCH_UP: membership.on_catch_up,
     EventType.TRANSFER: transfer.on_transfer,
+    EventType.READ_INDEX: read.on_read_index,
 }

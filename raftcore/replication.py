@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftcore import convert, membership, quorum, snapshot, transfer
+from raftcore import convert, membership, quorum, read, snapshot, transfer
 from raftcore.errors import CantChange, Invalid, Malformed, NoSpace, NotLeader
 from raftcore.events import Event
 from raftcore.messages import AppendEntries, AppendEntriesResult, Message
@@ -115,6 +115,7 @@ def replicate(r: Raft, server_id: int, progress: Progress) -> None:
             prev_log_term=prev_term,
             leader_commit=r.commit_index,
             entries=entries,
+            context=read.current_context(r),
         ),
     )
 
@@ -131,6 +132,7 @@ def _heartbeat_during_snapshot(r: Raft, server_id: int, progress: Progress) -> N
             prev_log_index=r.log.snapshot_index,
             prev_log_term=r.log.snapshot_term,
             leader_commit=r.commit_index,
+            context=read.current_context(r),
         ),
     )
 
@@ -180,6 +182,7 @@ def recv_append_entries_result(r: Raft, message: Message) -> None:
     progress.recent_recv = True
     progress.capacity = result.capacity
     progress.features = result.features
+    read.on_result_context(r, sender, result.context)
     if result.rejected:
         if progress.reject(result.rejected, result.last_log_index):
             r.trace(
@@ -223,6 +226,7 @@ def maybe_commit(r: Raft) -> None:
         return
     r.trace("majority holds index %d -> commit", index)
     r.commit_index = index
+    read.on_commit(r)
 
 
 # -- follower ------------------------------------------------------------------
@@ -265,8 +269,12 @@ def recv_append_entries(r: Raft, message: Message) -> None:
         r.commit_index = commit
     if matched <= r.log.persisted:
         reply(r, message, rejected=0, last_index=matched)
-    else:
-        r.ack_pending = True
+        return
+    r.ack_pending = True
+    if args.context:
+        # A read round waits on us: confirm the leader now, acknowledging
+        # only what is durable; the rest is acknowledged once persisted.
+        reply(r, message, rejected=0, last_index=min(matched, r.log.persisted))
 
 
 def follow(r: Raft, message: Message) -> None:
@@ -356,6 +364,9 @@ def reply_to_leader(r: Raft, last_index: int) -> None:
 
 
 def reply(r: Raft, message: Message, rejected: int, last_index: int) -> None:
+    """Answer an AppendEntries (or InstallSnapshot), echoing its read round."""
+    payload = message.payload
+    context = payload.context if isinstance(payload, AppendEntries) else 0
     r.send(
         message.server_id,
         AppendEntriesResult(
@@ -363,6 +374,7 @@ def reply(r: Raft, message: Message, rejected: int, last_index: int) -> None:
             rejected=rejected,
             last_log_index=last_index,
             capacity=r.capacity,
+            context=context,
         ),
         message.server_address,
     )

@@ -25,6 +25,7 @@ class UpdateFlags(IntFlag):
     STATE = 32
     COMMIT_INDEX = 64
     TIMEOUT = 128
+    READS = 256  # beyond C-Raft: read indexes are ready in Update.reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class Update:
     entries: list[Entry] = field(default_factory=list)
     snapshot: SnapshotUpdate | None = None
     messages: list[Message] = field(default_factory=list)
+    reads: list[tuple[int, int]] = field(default_factory=list)  # (read_id, read index)
 
     def add_entries(self, index: int, entries: list[Entry]) -> None:
         """Merge an append at ``index`` into this update (a later truncation wins)."""
