@@ -1,0 +1,194 @@
+"""The LMDB environment of one node and its sub-databases.
+
+One environment holds everything a node must keep (log, metadata, key-value
+data, sessions) so that a single write transaction can change any mix of them
+atomically: the applied index moves together with the data, a received
+snapshot replaces the data and the log prefix together, and the group commit
+writer puts term, vote and entries under one fsync.
+
+Durability is LMDB's default: every commit fsyncs (``sync=True``,
+``metasync=True``); ``writemap``/``map_async`` stay off because with them a
+crash can lose acknowledged transactions or, with a stray pointer, corrupt the
+map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import lmdb
+
+from kvstore.storage.errors import InvalidArgument, NoSpace, StorageError
+
+if TYPE_CHECKING:
+    Txn: TypeAlias = lmdb.Transaction[bytes]
+    Db: TypeAlias = lmdb._Database
+else:
+    Txn = lmdb.Transaction
+    Db = object
+
+#: 1 GiB: large enough for a development cluster. LMDB reserves address
+#: space, not disk, so a generous value costs nothing until it is used.
+DEFAULT_MAP_SIZE = 1 << 30
+
+#: Names of the sub-databases. Fixed: an existing directory is opened by them.
+LOG_DB = b"log"
+META_DB = b"meta"
+KV_DB = b"kv"
+SESSIONS_DB = b"sessions"
+
+# Room for a few more sub-databases in later versions without a migration:
+# max_dbs is read at open time only, so it costs nothing to reserve.
+_MAX_DBS = 16
+
+
+class Env:
+    """An open LMDB environment with the node's four sub-databases.
+
+    Write transactions come from :meth:`write`, which turns LMDB's
+    ``MapFullError`` into :class:`NoSpace` after aborting the transaction, so
+    a full map never leaves half a write behind and the environment stays
+    usable for reads.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_readers: int = 126,
+        readonly: bool = False,
+    ) -> None:
+        if map_size <= 0:
+            raise InvalidArgument(f"map size must be positive, got {map_size}")
+        self.path = Path(path)
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        # LMDB grows a smaller requested map_size to the data file's size when
+        # it opens an existing environment, so reopening with a too-small
+        # value never loses data; a larger one takes effect at once.
+        self._env = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            max_dbs=_MAX_DBS,
+            max_readers=max_readers,
+            subdir=True,
+            readonly=readonly,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            map_async=False,
+            # Spare read transactions make the many small serializable reads
+            # cheaper (no reader-slot acquisition per read).
+            max_spare_txns=4,
+        )
+        create = not readonly
+        with self._env.begin(write=create) as txn:
+            self.log_db = self._env.open_db(LOG_DB, txn=txn, create=create)
+            self.meta_db = self._env.open_db(META_DB, txn=txn, create=create)
+            self.kv_db = self._env.open_db(KV_DB, txn=txn, create=create)
+            self.sessions_db = self._env.open_db(SESSIONS_DB, txn=txn, create=create)
+        self._closed = False
+
+    # -- transactions ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A write transaction, committed (and fsynced) when the block ends.
+
+        Any exception aborts it: nothing of the block is written. LMDB's
+        ``MapFullError`` (from a put or from the commit itself) becomes
+        :class:`NoSpace`; a key LMDB refuses becomes :class:`InvalidArgument`.
+        """
+        txn = self._env.begin(write=True)
+        try:
+            yield txn
+            txn.commit()
+        except lmdb.MapFullError as exc:
+            txn.abort()
+            raise NoSpace(self.map_size, self.used_bytes()) from exc
+        except lmdb.BadValsizeError as exc:
+            txn.abort()
+            raise InvalidArgument(
+                f"LMDB refused a key or value size: keys must be 1 to "
+                f"{self.max_key_size} bytes ({exc})"
+            ) from exc
+        except lmdb.Error as exc:
+            txn.abort()
+            raise StorageError(f"LMDB write failed: {exc}") from exc
+        except BaseException:
+            txn.abort()
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read-only snapshot of the last committed state (MVCC, no locks)."""
+        txn = self._env.begin(write=False)
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def begin_read(self) -> Txn:
+        """A read transaction the caller must ``abort()``; for long streaming reads."""
+        return self._env.begin(write=False)
+
+    # -- sizes, for metrics and for raftcore's capacity -------------------
+
+    @property
+    def map_size(self) -> int:
+        """The current map size in bytes (may exceed the requested one, see __init__)."""
+        return int(self._env.info()["map_size"])
+
+    @property
+    def page_size(self) -> int:
+        return int(self._env.stat()["psize"])
+
+    @property
+    def max_key_size(self) -> int:
+        return int(self._env.max_key_size())
+
+    def used_bytes(self) -> int:
+        """High-water mark of pages in use: what counts against the map size.
+
+        Freed pages are reused by later writes but not returned, so this only
+        grows; it is the figure to compare with :attr:`map_size`.
+        """
+        info = self._env.info()
+        return (int(info["last_pgno"]) + 1) * self.page_size
+
+    def free_bytes(self) -> int:
+        """A lower bound on the bytes still writable before NoSpace."""
+        return max(0, self.map_size - self.used_bytes())
+
+    def file_size_bytes(self) -> int:
+        """Size of ``data.mdb`` on disk: the database size to export as a metric."""
+        try:
+            return (self.path / "data.mdb").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def readers(self) -> int:
+        """Reader slots in use (a leaked read transaction shows up here)."""
+        return int(self._env.info()["num_readers"])
+
+    # -- lifetime ------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Env:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
