@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS ?= 5000
 SEED_START ?= 0
 
-.PHONY: venv test lint format sim bench-raftcore clean proto
+.PHONY: venv test lint format sim bench-raftcore clean proto run
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(VENV)/.installed
 ## test: the whole suite (unit, transcript and 500+ simulator seeds); runs on 2 cores via xdist
 test: venv
 	$(PY) -m pytest -n 2 -q
+
+## run: a local 3-member cluster, data under ./data, clients on 127.0.0.1:7101-7103 (Ctrl-C stops)
+run: venv
+	$(PY) -m kvstore.devcluster --data data
 
 ## lint: ruff (lint and format check) and mypy --strict on raftcore
 lint: venv
@@ -43,4 +47,4 @@ clean:
 ## proto: regenerate the protobuf and gRPC modules under kvstore/ (they are committed)
 proto: venv
 	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
-		proto/kvstore/v1/kv.proto proto/kvstore/raft/v1/peer.proto
+		proto/kvstore/v1/kv.proto proto/kvstore/raft/v1/peer.proto proto/kvstore/raft/v1/command.proto

@@ -1,0 +1,1 @@
+"""The client API: KV and Cluster services, and forwarding to the leader."""

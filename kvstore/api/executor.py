@@ -1,0 +1,237 @@
+"""Runs client requests on this node, whoever received them.
+
+A write or linearizable read runs where the leader is: here when this node
+leads, else it is forwarded to the leader over the peer port. Serializable
+reads run here. Every outcome maps to the status codes of DESIGN 3.1:
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE mean *not applied*;
+DEADLINE_EXCEEDED and ABORTED mean *outcome unknown*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from kvstore.fsm import command_from_request, operation_from_request
+from kvstore.node import LeadershipLost, Node, NotLeaderError
+from kvstore.storage import (
+    CasResult,
+    DeleteResult,
+    InvalidArgument,
+    KeyValue,
+    PutResult,
+    Rejected,
+    check_key,
+    validate,
+)
+from kvstore.v1 import kv_pb2
+from raftcore import NoSpace, State
+
+log = logging.getLogger("kvstore.api")
+
+WRITES = ("Put", "Delete", "CompareAndSwap")
+READS = ("Get", "Range")
+REQUEST_TYPES: dict[str, type[ProtoMessage]] = {
+    "Put": kv_pb2.PutRequest,
+    "Get": kv_pb2.GetRequest,
+    "Delete": kv_pb2.DeleteRequest,
+    "Range": kv_pb2.RangeRequest,
+    "CompareAndSwap": kv_pb2.CompareAndSwapRequest,
+}
+RESPONSE_TYPES: dict[str, type[ProtoMessage]] = {
+    "Put": kv_pb2.PutResponse,
+    "Get": kv_pb2.GetResponse,
+    "Delete": kv_pb2.DeleteResponse,
+    "Range": kv_pb2.RangeResponse,
+    "CompareAndSwap": kv_pb2.CompareAndSwapResponse,
+}
+
+
+class RequestError(Exception):
+    """A request failed with a gRPC status code and a message for the client."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Forwarder = Callable[[str, str, bytes, float], Awaitable[bytes]]
+
+
+class Executor:
+    def __init__(self, node: Node, forwarder: Forwarder | None = None) -> None:
+        self.node = node
+        self.forwarder = forwarder
+
+    # -- entry points -----------------------------------------------------------
+
+    async def execute(self, method: str, request: Any, timeout: float) -> Any:
+        """Run ``method`` wherever it must run; returns the response message."""
+        self.check(method, request)
+        if method in READS and request.consistency == kv_pb2.SERIALIZABLE:
+            return self._fill_header(self.read(method, request))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, self._no_leader_message(timeout))
+            node = self.node
+            if node.raft.state == State.LEADER:
+                try:
+                    return await self.execute_local(method, request, remaining)
+                except NotLeaderError:
+                    continue  # not applied: find the new leader
+            leader_id, leader_address = node.raft.leader
+            if leader_id and leader_address and self.forwarder is not None:
+                try:
+                    raw = await self.forwarder(
+                        leader_address, method, _serialize(request), remaining
+                    )
+                except RequestError as exc:
+                    if exc.code == grpc.StatusCode.UNAVAILABLE and "not the leader" in exc.message:
+                        await asyncio.sleep(min(0.05, max(remaining, 0)))
+                        continue
+                    raise
+                response = RESPONSE_TYPES[method].FromString(raw)
+                return self._fill_header(response)
+            await self._wait_for_leader(min(remaining, 0.5))
+
+    async def execute_local(self, method: str, request: Any, timeout: float) -> Any:
+        """Run a request on this node, which must lead (NotLeaderError otherwise)."""
+        try:
+            if method in WRITES:
+                return await asyncio.wait_for(self._write(method, request), timeout)
+            await asyncio.wait_for(self.node.read_index(), timeout)
+            return self._fill_header(self.read(method, request))
+        except TimeoutError:
+            what = "write" if method in WRITES else "read"
+            raise RequestError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{what} not completed within {timeout:.3f} s (a write may still be applied)",
+            ) from None
+
+    # -- validation ------------------------------------------------------------------
+
+    def check(self, method: str, request: Any) -> None:
+        """INVALID_ARGUMENT for a request that could never succeed; names the limit."""
+        try:
+            if method in WRITES:
+                if method == "CompareAndSwap":
+                    which = request.WhichOneof("expected")
+                    if which is None:
+                        raise InvalidArgument(
+                            "compare-and-swap needs one expectation: value, absent or mod_revision"
+                        )
+                    if which == "absent" and not request.absent:
+                        raise InvalidArgument("expected absent must be true when set")
+                    if which == "mod_revision" and request.mod_revision == 0:
+                        raise InvalidArgument("expected mod_revision must be positive")
+                validate(operation_from_request(request), self.node.config.max_value_size)
+            elif method == "Get":
+                check_key(request.key)
+            elif method == "Range" and request.prefix and (request.start or request.end):
+                raise InvalidArgument("range takes either prefix or start/end, not both")
+        except InvalidArgument as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def _write(self, method: str, request: Any) -> Any:
+        try:
+            result = await self.node.propose(command_from_request(request))
+        except NoSpace as exc:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"no space: {exc} (the database map is nearly full; raise --map-size)",
+            ) from None
+        except LeadershipLost as exc:
+            raise RequestError(
+                grpc.StatusCode.ABORTED, f"outcome unknown: {exc}; retry with the same request id"
+            ) from None
+        return self._fill_header(_write_response(method, result))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def read(self, method: str, request: Any) -> Any:
+        data = self.node.storage.data
+        if method == "Get":
+            with data.reader() as reader:
+                kv = reader.get(request.key)
+                response = kv_pb2.GetResponse(found=kv is not None, kv=_kv(kv) if kv else None)
+                response.header.revision = reader.revision
+            return response
+        with data.reader() as reader:
+            result = reader.range(
+                start=request.start, end=request.end, prefix=request.prefix, limit=request.limit
+            )
+            response = kv_pb2.RangeResponse(kvs=[_kv(kv) for kv in result.kvs], more=result.more)
+            response.header.revision = reader.revision
+        return response
+
+    # -- headers and waiting -------------------------------------------------------------
+
+    def _fill_header(self, response: Any) -> Any:
+        header = response.header
+        node = self.node
+        header.cluster_id = node.cluster_id
+        header.member_id = node.config.id
+        header.raft_term = node.raft.current_term
+        header.leader_id = node.raft.leader[0]
+        if not header.revision:
+            header.revision = node.storage.data.revision()
+        return response
+
+    async def _wait_for_leader(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.node.leader_event.wait(), timeout)
+
+    def _no_leader_message(self, timeout: float) -> str:
+        leader_id, address = self.node.raft.leader
+        if leader_id:
+            return f"leader {leader_id} ({address}) did not answer within {timeout:.3f} s"
+        return f"no leader: the cluster has not elected one within {timeout:.3f} s"
+
+
+def _serialize(request: Any) -> bytes:
+    data: bytes = request.SerializeToString()
+    return data
+
+
+def _kv(kv: KeyValue | None) -> kv_pb2.KeyValue | None:
+    if kv is None:
+        return None
+    return kv_pb2.KeyValue(
+        key=kv.key,
+        value=kv.value,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+    )
+
+
+def _write_response(method: str, result: Any) -> Any:
+    if isinstance(result, Rejected):
+        code = (
+            grpc.StatusCode.INVALID_ARGUMENT
+            if result.code == "INVALID_ARGUMENT"
+            else grpc.StatusCode.FAILED_PRECONDITION
+        )
+        raise RequestError(code, result.message)
+    if isinstance(result, PutResult):
+        response = kv_pb2.PutResponse(prev_kv=_kv(result.prev_kv))
+    elif isinstance(result, DeleteResult):
+        response = kv_pb2.DeleteResponse(deleted=result.deleted, prev_kv=_kv(result.prev_kv))
+    elif isinstance(result, CasResult):
+        response = kv_pb2.CompareAndSwapResponse(succeeded=result.succeeded, kv=_kv(result.kv))
+    else:
+        raise RequestError(grpc.StatusCode.INTERNAL, f"{method}: unexpected result {result!r}")
+    response.header.revision = result.revision
+    return response

@@ -1,0 +1,104 @@
+"""The client-facing gRPC server: ``kvstore.v1.KV``, ``kvstore.v1.Cluster``,
+standard health checking and server reflection."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kvstore.api.executor import Executor, RequestError
+from kvstore.v1 import kv_pb2, kv_pb2_grpc
+
+log = logging.getLogger("kvstore.api")
+
+# Above the largest value (1 MiB by default) so that the size error is ours.
+MAX_MESSAGE_BYTES = 64 << 20
+VERSION = "0.1.0"
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        timeout = self.executor.node.config.request_timeout
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining - 0.01, 0.001))
+        try:
+            return await self.executor.execute(method, request, timeout)
+        except RequestError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def Put(self, request: Any, context: Any) -> Any:
+        return await self._run("Put", request, context)
+
+    async def Get(self, request: Any, context: Any) -> Any:
+        return await self._run("Get", request, context)
+
+    async def Delete(self, request: Any, context: Any) -> Any:
+        return await self._run("Delete", request, context)
+
+    async def Range(self, request: Any, context: Any) -> Any:
+        return await self._run("Range", request, context)
+
+    async def CompareAndSwap(self, request: Any, context: Any) -> Any:
+        return await self._run("CompareAndSwap", request, context)
+
+
+class ClusterService(kv_pb2_grpc.ClusterServicer):
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def Status(self, request: Any, context: Any) -> Any:
+        node = self.executor.node
+        response = kv_pb2.StatusResponse(
+            commit_index=node.raft.commit_index,
+            applied_index=node.applied_index,
+            last_index=node.raft.last_index,
+            state=node.raft.state.name,
+            db_size_bytes=node.storage.db_size_bytes(),
+            version=VERSION,
+        )
+        return self.executor._fill_header(response)
+
+    async def MemberList(self, request: Any, context: Any) -> Any:
+        node = self.executor.node
+        members = [
+            kv_pb2.Member(id=s.id, peer_address=s.address, role=int(s.role))
+            for s in node.raft.configuration
+        ]
+        return self.executor._fill_header(kv_pb2.MemberListResponse(members=members))
+
+
+async def start_client_server(executor: Executor, address: str) -> tuple[grpc.aio.Server, Any]:
+    """Start serving clients on ``address``; returns the server and its health servicer."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    kv_pb2_grpc.add_KVServicer_to_server(KVService(executor), server)
+    kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(executor), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
+        kv_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen for clients on {address}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    for name in names[:2]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer

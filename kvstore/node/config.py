@@ -1,0 +1,70 @@
+"""What a node needs to know to run: identity, addresses, tuning."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvstore.storage import DEFAULT_MAP_SIZE
+
+DEFAULT_MAX_VALUE_SIZE = 1 << 20
+
+
+def parse_initial_cluster(text: str) -> dict[int, str]:
+    """``1=127.0.0.1:7201,2=...`` -> {1: "127.0.0.1:7201", ...}; errors name the bad part."""
+    members: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        ident, sep, address = part.partition("=")
+        if not sep or not address:
+            raise ValueError(f"initial cluster member {part!r} is not ID=HOST:PORT")
+        try:
+            member_id = int(ident)
+        except ValueError:
+            raise ValueError(f"initial cluster member id {ident!r} is not a number") from None
+        if member_id <= 0:
+            raise ValueError(f"initial cluster member id must be positive, got {member_id}")
+        if member_id in members:
+            raise ValueError(f"initial cluster lists member {member_id} twice")
+        members[member_id] = address
+    return members
+
+
+def cluster_id_of(initial_cluster: dict[int, str]) -> int:
+    """A cluster's id, derived from its initial members as etcd does: two clusters
+    started from different member lists never accept each other's messages."""
+    text = ",".join(f"{i}={a}" for i, a in sorted(initial_cluster.items()))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+@dataclass
+class NodeConfig:
+    id: int
+    client_addr: str
+    peer_addr: str
+    data_dir: Path
+    initial_cluster: dict[int, str] = field(default_factory=dict)
+    metrics_addr: str | None = None
+    election_timeout_ms: int = 1000
+    heartbeat_interval_ms: int = 100
+    pre_vote: bool = True
+    snapshot_count: int = 10_000  # applied entries between snapshots (etcd's default)
+    snapshot_trailing: int = 5_000  # entries kept before a snapshot for slow followers
+    map_size: int = DEFAULT_MAP_SIZE
+    max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+    request_timeout: float = 5.0
+    # Writes are refused (NoSpace) while a majority has less free map space
+    # than this, so that the log and the state machine never hit a full map.
+    capacity_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.id <= 0:
+            raise ValueError(f"--id must be positive, got {self.id}")
+        if self.initial_cluster and self.id not in self.initial_cluster:
+            raise ValueError(f"--id {self.id} is not in --initial-cluster")
+        if self.capacity_threshold == 0:
+            self.capacity_threshold = max(4 << 20, 4 * self.max_value_size)
+
+    @property
+    def cluster_id(self) -> int:
+        return cluster_id_of(self.initial_cluster)

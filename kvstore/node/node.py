@@ -1,0 +1,415 @@
+"""The node loop: the only caller of ``Raft.step``, and the one that carries out
+every update it returns.
+
+Everything here runs on one asyncio loop. Disk writes go to the group
+committer's thread (one fsync per transaction, coalescing what arrives
+meanwhile); messages go to the transport; committed entries are applied in
+batches, also through the group committer, so that data and applied index
+land in one transaction. The C-Raft rules hold: term and vote are durable
+before any message of their update (or a later one) leaves, and entries are
+reported with PERSISTED_ENTRIES only once durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from kvstore.fsm import ProtobufCodec
+from kvstore.node.config import NodeConfig
+from kvstore.node.snapshots import SnapshotManager
+from kvstore.node.waiters import (
+    AppliedWaiters,
+    LeadershipLost,
+    NotLeaderError,
+    Proposals,
+    ReadBatches,
+)
+from kvstore.storage import GroupCommitter, Operation, Persist, Result, Storage
+from raftcore import (
+    Configuration,
+    Entry,
+    EntryType,
+    Event,
+    Message,
+    Raft,
+    RaftError,
+    Role,
+    Server,
+    State,
+    Update,
+    UpdateFlags,
+)
+from raftcore import NotLeader as RaftNotLeader
+
+log = logging.getLogger("kvstore.node")
+
+_APPLY_BATCH = 1024
+
+
+class Node:
+    """One member of the cluster: raftcore, storage and transport tied together."""
+
+    def __init__(self, config: NodeConfig, storage: Storage, cluster_id: int) -> None:
+        self.config = config
+        self.storage = storage
+        self.cluster_id = cluster_id
+        self.codec = ProtobufCodec()
+        self.raft = Raft(
+            config.id,
+            config.peer_addr,
+            seed=random.SystemRandom().randrange(1 << 62),
+            election_timeout=config.election_timeout_ms,
+            heartbeat_timeout=config.heartbeat_interval_ms,
+            pre_vote=config.pre_vote,
+            capacity_threshold=config.capacity_threshold,
+        )
+        self.transport: Any = None  # set by attach_transport (kvstore.transport)
+        self.committer: GroupCommitter | None = None
+        self.snapshots = SnapshotManager(self)
+        self.proposals = Proposals()
+        self.applied_waiters = AppliedWaiters()
+        self.reads = ReadBatches()
+        self.applied_index = 0
+        self.applied_conf: tuple[Configuration, int] = (Configuration(), 0)
+        self.leader_changes = 0
+        self.on_update_hooks: list[Callable[[Update], None]] = []
+        self.leader_event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._hardstate_pending: asyncio.Future[None] | None = None
+        self._applying = False
+        self._capacity = 0
+        self._stopped = False
+        self.fatal: asyncio.Future[BaseException] | None = None
+
+    # -- lifetime --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load or bootstrap persisted state and START raftcore."""
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self.fatal = self._loop.create_future()
+        self.committer = GroupCommitter(self.storage, loop=self._loop)
+        self.committer.start()
+        state = self.storage.load()
+        if state.last_index == 0 and state.snapshot is None:
+            self._bootstrap()
+            state = self.storage.load()
+        entries: list[Entry] = []
+        for _, batch in self.storage.log.iter_batches():
+            entries.extend(batch)
+        self.applied_index = state.applied_index
+        self.applied_conf = self._conf_at(state.applied_index, state.snapshot, entries, state)
+        self._refresh_capacity()
+        event = Event.start(
+            self.now(),
+            state.term,
+            state.voted_for,
+            state.snapshot,
+            state.start_index,
+            entries,
+            capacity=self._capacity,
+        )
+        self._handle(self.raft.step(event))
+        log.info(
+            "node %d started: term %d, log %d..%d, applied %d, %d members",
+            self.config.id,
+            state.term,
+            state.start_index,
+            state.last_index,
+            self.applied_index,
+            len(self.raft.configuration),
+        )
+        self._notify_configuration()
+        self._schedule_apply()
+
+    def _bootstrap(self) -> None:
+        """First start: the initial configuration is entry 1 of term 1 on every member."""
+        if not self.config.initial_cluster:
+            raise RuntimeError("empty data directory and no --initial-cluster to bootstrap from")
+        conf = Configuration(
+            Server(i, address, Role.VOTER)
+            for i, address in sorted(self.config.initial_cluster.items())
+        )
+        entry = Entry(1, EntryType.CHANGE, conf.encode())
+        self.storage.persist(Persist(term=1, voted_for=0, entries_index=1, entries=[entry]))
+        log.info("bootstrapped a new cluster of %d members", len(conf))
+
+    def _conf_at(
+        self, index: int, snapshot: Any, entries: list[Entry], state: Any
+    ) -> tuple[Configuration, int]:
+        """The configuration in force at ``index`` (the last CHANGE at or before it)."""
+        best: tuple[Configuration, int] = (Configuration(), 0)
+        if snapshot is not None:
+            best = (snapshot.configuration, snapshot.configuration_index)
+        for offset, entry in enumerate(entries):
+            position = state.start_index + offset
+            if position > index:
+                break
+            if entry.type == EntryType.CHANGE and position > best[1]:
+                best = (Configuration.decode(entry.data), position)
+        return best
+
+    async def stop(self) -> None:
+        """Fail what waits, stop the timer, and make everything queued durable."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.proposals.fail_all(LeadershipLost("the node is shutting down"))
+        self.reads.fail_all(NotLeaderError("the node is shutting down"))
+        self.applied_waiters.fail_all(NotLeaderError("the node is shutting down"))
+        await self.snapshots.close()
+        if self.committer is not None:
+            await asyncio.to_thread(self.committer.close, 30.0)
+
+    # -- clock -----------------------------------------------------------------
+
+    def now(self) -> int:
+        assert self._loop is not None
+        return int((self._loop.time() - self._t0) * 1000)
+
+    def _arm_timer(self) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        when = self._t0 + self.raft.timeout / 1000
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._stopped:
+            self.step(Event.timeout(self.now(), capacity=self._capacity))
+
+    # -- stepping ----------------------------------------------------------------
+
+    def step(self, event: Event) -> Update:
+        """Step raftcore and carry out its update. Raises raftcore's errors."""
+        update = self.raft.step(event)
+        self._handle(update)
+        return update
+
+    def _handle(self, update: Update) -> None:
+        flags = update.flags
+        if flags & (UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES):
+            self._persist(update)
+        if update.snapshot is not None:
+            self.snapshots.install_received(update.snapshot.metadata)
+        if update.messages:
+            self._send(update.messages)
+        if flags & UpdateFlags.STATE:
+            self._on_state_change()
+        if flags & UpdateFlags.COMMIT_INDEX:
+            self._schedule_apply()
+            self._notify_configuration()
+        if flags & UpdateFlags.READS:
+            for read_id, index in update.reads:
+                self.reads.ready(read_id, index)
+        if flags & UpdateFlags.TIMEOUT or self._timer is None:
+            self._arm_timer()
+        for hook in self.on_update_hooks:
+            hook(update)
+
+    def _persist(self, update: Update) -> None:
+        assert self.committer is not None and self._loop is not None
+        flags = update.flags
+        hard_state = bool(flags & (UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR))
+        request = Persist(
+            term=self.raft.current_term if flags & UpdateFlags.CURRENT_TERM else None,
+            voted_for=self.raft.voted_for if flags & UpdateFlags.VOTED_FOR else None,
+            entries_index=update.entries_index if update.entries else None,
+            entries=update.entries,
+        )
+        last = update.entries_index + len(update.entries) - 1 if update.entries else 0
+        done: asyncio.Future[None] | None = None
+        if hard_state:
+            done = self._loop.create_future()
+            self._hardstate_pending = done
+
+        def on_done(_: int | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                self._die(f"cannot persist the Raft log: {exc}", exc)
+                return
+            if done is not None:
+                done.set_result(None)
+                if self._hardstate_pending is done:
+                    self._hardstate_pending = None
+            if last and not self._stopped:
+                self.step(Event.persisted_entries(self.now(), last, capacity=self._capacity))
+
+        self.committer.submit_persist(request, on_done)
+
+    def _send(self, messages: list[Message]) -> None:
+        """Send now, or after the term/vote write in flight (order is kept)."""
+        pending = self._hardstate_pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _: self._send_now(messages))
+        else:
+            self._send_now(messages)
+
+    def _send_now(self, messages: list[Message]) -> None:
+        if self._stopped or self.transport is None:
+            return
+        plain = []
+        for message in messages:
+            if message.type == 5:  # InstallSnapshot: the data goes its own way
+                self.snapshots.send(message)
+            else:
+                plain.append(message)
+        if plain:
+            self.transport.send(plain)
+
+    def receive(self, messages: list[Message]) -> None:
+        """Messages from a peer (the transport checked cluster and sender)."""
+        now = self.now()
+        for message in messages:
+            try:
+                self.step(Event.receive(now, message, capacity=self._capacity))
+            except RaftError as exc:
+                log.warning("refused a message from %d: %s", message.server_id, exc)
+
+    def accepts_from(self, server_id: int) -> bool:
+        return server_id in self.raft.configuration or server_id in self.config.initial_cluster
+
+    def _on_state_change(self) -> None:
+        state = self.raft.state
+        if state == State.LEADER:
+            self.leader_changes += 1
+            log.info("node %d leads term %d", self.config.id, self.raft.current_term)
+        elif self.proposals or self.reads.forming:
+            self.proposals.fail_all(LeadershipLost("leadership lost before the write committed"))
+            self.reads.fail_all(NotLeaderError("leadership lost before the read was confirmed"))
+        if self.raft.leader[0]:
+            self.leader_event.set()
+        else:
+            self.leader_event.clear()
+
+    def _die(self, reason: str, exc: BaseException) -> None:
+        log.critical("node %d stops: %s", self.config.id, reason)
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(exc)
+
+    # -- client writes and reads --------------------------------------------------
+
+    async def propose(self, data: bytes) -> Result | None:
+        """Submit one client write; returns its result once applied here.
+
+        Raises NotLeaderError (not applied), raftcore's NoSpace (not applied) or
+        LeadershipLost (outcome unknown)."""
+        entry = Entry(self.raft.current_term, EntryType.COMMAND, data)
+        try:
+            self.step(Event.submit(self.now(), [entry], capacity=self._capacity))
+        except RaftNotLeader as exc:
+            raise NotLeaderError(str(exc)) from exc
+        future = self.proposals.add(self.raft.last_index, entry.term)
+        result: Result | None = await future
+        return result
+
+    async def read_index(self) -> None:
+        """Return once a read here would see every write acknowledged before the call."""
+        future, first = self.reads.join()
+        if first:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_reads)
+        index = await future
+        await self.applied_waiters.wait(index, self.applied_index)
+
+    def _flush_reads(self) -> None:
+        if not self.reads.forming:
+            return
+        read_id, batch = self.reads.seal()
+        try:
+            self.step(Event.read_index(self.now(), read_id, capacity=self._capacity))
+        except RaftError as exc:
+            self.reads.fail(batch, NotLeaderError(str(exc)))
+
+    async def wait_applied(self, index: int) -> None:
+        await self.applied_waiters.wait(index, self.applied_index)
+
+    # -- applying committed entries ---------------------------------------------
+
+    def _schedule_apply(self) -> None:
+        if self._applying or self._stopped or self.snapshots.installing:
+            return
+        first = self.applied_index + 1
+        last = min(self.raft.commit_index, first + _APPLY_BATCH - 1)
+        if last < first:
+            return
+        entries = self.raft.log.slice(first, last - first + 1)
+        if len(entries) != last - first + 1:
+            log.error("entries %d..%d to apply are not in memory", first, last)
+            return
+        batch: list[tuple[int, Operation | None]] = []
+        changes: list[tuple[int, Configuration]] = []
+        for offset, entry in enumerate(entries):
+            index = first + offset
+            op: Operation | None = None
+            if entry.type == EntryType.COMMAND:
+                try:
+                    op = self.codec.decode(entry.data)
+                except Exception as exc:  # deterministic on every replica: skip it
+                    log.error("entry %d is not a valid command: %s", index, exc)
+            elif entry.type == EntryType.CHANGE:
+                changes.append((index, Configuration.decode(entry.data)))
+            batch.append((index, op))
+        self._applying = True
+        terms = [entry.term for entry in entries]
+        assert self.committer is not None
+
+        def on_done(results: list[Result | None] | None, exc: BaseException | None) -> None:
+            self._applying = False
+            if exc is not None or results is None:
+                self._die(f"cannot apply entries {first}..{last}: {exc}", exc or RuntimeError())
+                return
+            self._applied(first, last, terms, results, changes)
+
+        data = self.storage.data
+        self.committer.submit(lambda txn: data.apply_in(txn, batch, last_index=last), on_done)
+
+    def _applied(
+        self,
+        first: int,
+        last: int,
+        terms: list[int],
+        results: list[Result | None],
+        changes: list[tuple[int, Configuration]],
+    ) -> None:
+        self.applied_index = max(self.applied_index, last)
+        for offset, result in enumerate(results):
+            self.proposals.applied(first + offset, terms[offset], result)
+        if changes:
+            index, conf = changes[-1]
+            self.applied_conf = (conf, index)
+            if self.transport is not None:
+                self.transport.update_peers(
+                    {s.id: s.address for s in conf if s.id != self.config.id}
+                )
+        self._refresh_capacity()
+        self._notify_configuration()
+        self.applied_waiters.advance(self.applied_index)
+        self.snapshots.maybe_take()
+        self._schedule_apply()
+
+    def _notify_configuration(self) -> None:
+        """Tell raftcore a pending change committed once it is applied here (also
+        for a change applied before a restart, which is not applied again)."""
+        pending = self.raft.configuration_pending_index
+        if pending and pending <= min(self.raft.commit_index, self.applied_index):
+            self.step(
+                Event.configuration(
+                    self.now(), pending, self.raft.configuration, capacity=self._capacity
+                )
+            )
+
+    def _refresh_capacity(self) -> None:
+        self._capacity = self.storage.free_bytes()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity

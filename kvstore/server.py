@@ -1,0 +1,81 @@
+"""One member, assembled: storage, node loop, peer transport, client API.
+
+Start order matters: the peer server must listen before raftcore starts
+(votes may arrive at once), and the client API comes last, once there is a
+node to serve. Stop runs the other way round, each step bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from kvstore.api.executor import Executor
+from kvstore.api.forward import ForwardClient, make_forward_handler
+from kvstore.api.service import start_client_server
+from kvstore.cli.server import stored_cluster_id
+from kvstore.node import Node, NodeConfig
+from kvstore.storage import Storage
+from kvstore.transport import PeerServer, PeerServicer, Transport
+from raftcore import Message
+
+log = logging.getLogger("kvstore.server")
+
+
+class Server:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = stored_cluster_id(config)
+        self.storage = Storage(config.data_dir, map_size=config.map_size)
+        self.node = Node(config, self.storage, self.cluster_id)
+        self.forward_client = ForwardClient(self.cluster_id, config.id)
+        self.executor = Executor(self.node, self.forward_client)
+        self.transport: Any = None
+        self.peer_server: PeerServer | None = None
+        self.client_server: Any = None
+        self.health: Any = None
+
+    async def start(self) -> None:
+        node = self.node
+        servicer = PeerServicer(
+            cluster_id=self.cluster_id,
+            node_id=self.config.id,
+            accept_from=node.accepts_from,
+            on_messages=self._on_messages,
+            on_snapshot=node.snapshots.receive,
+            forward_handler=make_forward_handler(self.executor, self.cluster_id),
+        )
+        self.peer_server = PeerServer(servicer, self.config.peer_addr)
+        await self.peer_server.start()
+        self.transport = Transport(
+            cluster_id=self.cluster_id, node_id=self.config.id, node_address=self.config.peer_addr
+        )
+        node.transport = self.transport
+        await node.start()
+        self.transport.update_peers(
+            {s.id: s.address for s in node.raft.configuration if s.id != self.config.id}
+        )
+        self.client_server, self.health = await start_client_server(
+            self.executor, self.config.client_addr
+        )
+
+    def _on_messages(self, from_id: int, from_address: str, messages: list[Message]) -> None:
+        self.node.receive(messages)
+
+    async def stop(self) -> None:
+        """Answer or fail what is in flight, then close everything, each step bounded."""
+        if self.health is not None:
+            with contextlib.suppress(Exception):
+                await self.health.enter_graceful_shutdown()
+        if self.client_server is not None:
+            await self.client_server.stop(grace=2.0)
+        await self.node.stop()
+        await self.forward_client.close()
+        if self.transport is not None:
+            await asyncio.wait_for(self.transport.close(), 5)
+        if self.peer_server is not None:
+            await self.peer_server.stop(grace=1.0)
+        self.storage.close()
