@@ -28,7 +28,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         timeout = self.executor.node.config.request_timeout
         remaining = context.time_remaining()
         if remaining is not None:
-            timeout = min(timeout, max(remaining - 0.01, 0.001))
+            # Answer before the client gives up, so it learns what happened.
+            margin = max(0.05, remaining * 0.05)
+            timeout = min(timeout, max(remaining - margin, 0.001))
         try:
             return await self.executor.execute(method, request, timeout)
         except RequestError as exc:

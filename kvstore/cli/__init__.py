@@ -1,0 +1,1 @@
+"""Command-line entry points: kvstore (serve) and kvctl."""

@@ -1,0 +1,292 @@
+"""``kvctl``: the command line for a kvstore cluster (DESIGN 3.2), etcdctl's sibling.
+
+    kvctl --endpoints 127.0.0.1:7101,127.0.0.1:7102 put KEY VALUE
+    kvctl get KEY            # the value and a newline; exit 1 when absent
+    kvctl del KEY            # how many keys were deleted (0 or 1)
+    kvctl range PREFIX | range --from A --to B [--limit N] [--keys-only]
+    kvctl cas KEY NEW --expect-value V | --expect-absent | --expect-mod-revision N
+    kvctl status | member list          [-w json]
+
+Exit codes: 0 success; 1 the answer is "no" (``get`` of a missing key, a
+``cas`` whose comparison failed), so scripts can branch on it; 2 an error
+(one line on stderr saying what went wrong). Keys and values are passed as
+UTF-8 text and printed as raw bytes. Global options may also follow the
+command (``kvctl status -w json``), as with etcdctl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from kvstore.cli.output import Output, header_json, human_size, kv_json, table
+from kvstore.client import Client, KeyValue, KVError, Status, to_bytes
+
+DEFAULT_ENDPOINTS = "127.0.0.1:7101"
+ENV_ENDPOINTS = "KVCTL_ENDPOINTS"
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+Handler = Callable[[Client, argparse.Namespace, Output], int]
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes; ``suppress`` for their copy after the command.
+
+    The copy in each subcommand has no default (SUPPRESS), so it overrides
+    the value given before the command only when given itself.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    env_endpoints = os.environ.get(ENV_ENDPOINTS) or DEFAULT_ENDPOINTS
+    parser.add_argument(
+        "--endpoints",
+        default=default(env_endpoints),
+        help=f"comma-separated host:port list (env {ENV_ENDPOINTS}; default {DEFAULT_ENDPOINTS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default(5.0),
+        help="seconds for the whole command, retries included (default 5)",
+    )
+    parser.add_argument(
+        "-w",
+        "--write-out",
+        choices=("simple", "json"),
+        default=default("simple"),
+        help="output format (default simple)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvctl", description="Talk to a kvstore cluster through any of its members."
+    )
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _global_options(sub, suppress=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    put = command("put", "set KEY to VALUE (VALUE omitted: read it from stdin)", cmd_put)
+    put.add_argument("key")
+    put.add_argument("value", nargs="?")
+
+    get = command("get", "print the value of KEY; exit 1 when absent", cmd_get)
+    get.add_argument("key")
+    get.add_argument("--serializable", action="store_true", help="read the local replica")
+
+    delete = command("del", "delete KEY; prints how many keys were deleted", cmd_del)
+    delete.add_argument("key")
+
+    rng = command("range", "list keys with a prefix or in [--from, --to)", cmd_range)
+    rng.add_argument("prefix", nargs="?", help="keys starting with this (default: all keys)")
+    rng.add_argument("--from", dest="start", help="first key (inclusive)")
+    rng.add_argument("--to", dest="end", help="end key (exclusive; default: to the last key)")
+    rng.add_argument("--limit", type=int, default=0, help="at most N keys (0: no limit)")
+    rng.add_argument("--keys-only", action="store_true", help="print keys without values")
+    rng.add_argument("--serializable", action="store_true", help="read the local replica")
+
+    cas = command("cas", "set KEY to NEW iff it is in the expected state", cmd_cas)
+    cas.add_argument("key")
+    cas.add_argument("new_value", metavar="NEW")
+    expect = cas.add_mutually_exclusive_group(required=True)
+    expect.add_argument("--expect-value", metavar="V", help="the current value must be V")
+    expect.add_argument("--expect-absent", action="store_true", help="the key must not exist")
+    expect.add_argument(
+        "--expect-mod-revision", type=int, metavar="N", help="the key's mod_revision must be N"
+    )
+
+    command("status", "the state of every endpoint: leader, term, indexes", cmd_status)
+
+    member = command("member", "cluster membership", cmd_member_list)
+    member_commands = member.add_subparsers(dest="member_command", required=True)
+    member_list = member_commands.add_parser("list", help="list the members")
+    _global_options(member_list, suppress=True)
+    member_list.add_argument("--serializable", action="store_true", help="ask the local replica")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_put(client: Client, args: argparse.Namespace, out: Output) -> int:
+    value = to_bytes(args.value, "value") if args.value is not None else sys.stdin.buffer.read()
+    result = client.put(args.key, value)
+    if args.write_out == "json":
+        out.json({"header": header_json(result.header)})
+    else:
+        out.line("OK")
+    return EXIT_OK
+
+
+def cmd_get(client: Client, args: argparse.Namespace, out: Output) -> int:
+    kv = client.get(args.key, serializable=args.serializable)
+    if args.write_out == "json":
+        out.json(kv_json(kv) if kv is not None else None)
+    elif kv is not None:
+        out.raw(kv.value + b"\n")
+    return EXIT_OK if kv is not None else EXIT_NO
+
+
+def cmd_del(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.delete(args.key)
+    if args.write_out == "json":
+        out.json({"deleted": int(result.deleted), "header": header_json(result.header)})
+    else:
+        out.line(str(int(result.deleted)))
+    return EXIT_OK
+
+
+def cmd_range(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.prefix is not None and (args.start is not None or args.end is not None):
+        raise _UsageError("range takes a PREFIX or --from/--to, not both")
+    result = client.range(
+        args.prefix,
+        start=args.start,
+        end=args.end,
+        limit=args.limit,
+        serializable=args.serializable,
+    )
+    if args.write_out == "json":
+        kvs = [kv_json(kv, keys_only=args.keys_only) for kv in result.kvs]
+        out.json({"kvs": kvs, "more": result.more, "header": header_json(result.header)})
+        return EXIT_OK
+    for kv in result.kvs:
+        out.raw(kv.key + b"\n" if args.keys_only else kv.key + b"\t" + kv.value + b"\n")
+    if result.more:
+        out.note(f"(more keys after these {len(result.kvs)}; raise --limit)")
+    return EXIT_OK
+
+
+def cmd_cas(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.compare_and_swap(
+        args.key,
+        args.new_value,
+        expected_value=args.expect_value,
+        expected_absent=args.expect_absent,
+        expected_mod_revision=args.expect_mod_revision,
+    )
+    if args.write_out == "json":
+        out.json(
+            {
+                "succeeded": result.succeeded,
+                "kv": kv_json(result.kv) if result.kv is not None else None,
+                "header": header_json(result.header),
+            }
+        )
+    elif result.succeeded:
+        out.line("SUCCEEDED")
+    else:
+        out.line("FAILED")
+        out.raw(_describe(result.kv) + b"\n")
+    return EXIT_OK if result.succeeded else EXIT_NO
+
+
+def _describe(kv: KeyValue | None) -> bytes:
+    """The current state after a failed compare, for a human deciding what to expect."""
+    if kv is None:
+        return b"current: absent"
+    meta = f" (create_revision={kv.create_revision}, mod_revision={kv.mod_revision}, "
+    meta += f"version={kv.version})"
+    return b"current: " + kv.value + meta.encode()
+
+
+def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
+    rows = client.status()
+    if args.write_out == "json":
+        out.json([_status_json(row.endpoint, row.status, row.error) for row in rows])
+    else:
+        header = ["ENDPOINT", "MEMBER ID", "LEADER ID", "TERM", "COMMIT INDEX"]
+        header += ["APPLIED INDEX", "STATE", "DB SIZE"]
+        lines = []
+        for row in rows:
+            s = row.status
+            if s is None:
+                lines.append([row.endpoint, "-", "-", "-", "-", "-", "UNREACHABLE", "-"])
+                continue
+            h = s.header
+            cells = [s.endpoint, h.member_id, h.leader_id, h.term, s.commit_index]
+            cells += [s.applied_index, s.state, human_size(s.db_size_bytes)]
+            lines.append([str(cell) for cell in cells])
+        out.line(table(header, lines))
+    failed = [row for row in rows if row.error is not None]
+    for row in failed:
+        out.error(f"{row.endpoint}: {row.error}")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _status_json(endpoint: str, status: Status | None, error: KVError | None) -> dict[str, object]:
+    if status is None:
+        return {"endpoint": endpoint, "error": str(error)}
+    return {
+        "endpoint": endpoint,
+        "header": header_json(status.header),
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "last_index": status.last_index,
+        "state": status.state,
+        "db_size_bytes": status.db_size_bytes,
+        "version": status.version,
+    }
+
+
+def cmd_member_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.member_list(serializable=args.serializable)
+    leader = result.header.leader_id
+    if args.write_out == "json":
+        members = [
+            {"id": m.id, "peer_address": m.peer_address, "role": m.role, "leader": m.id == leader}
+            for m in result.members
+        ]
+        out.json({"members": members, "header": header_json(result.header)})
+    else:
+        lines = [
+            [str(m.id), m.peer_address, m.role, "yes" if m.id == leader else "no"]
+            for m in result.members
+        ]
+        out.line(table(["ID", "PEER ADDRESS", "ROLE", "LEADER"], lines))
+    return EXIT_OK
+
+
+# -- entry point ------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    """Arguments argparse accepts but the command cannot use together."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output()
+    try:
+        if args.timeout <= 0:
+            raise _UsageError(f"--timeout must be positive, got {args.timeout}")
+        with Client(args.endpoints, timeout=args.timeout) as client:
+            code: int = args.handler(client, args, out)
+            return code
+    except KVError as exc:
+        out.error(exc.message)
+    except (_UsageError, ValueError, TypeError) as exc:
+        out.error(str(exc))
+    except BrokenPipeError:
+        # `kvctl range | head`: the reader left. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain about it either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        out.error("interrupted")
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
