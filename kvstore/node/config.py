@@ -53,6 +53,9 @@ class NodeConfig:
     map_size: int = DEFAULT_MAP_SIZE
     max_value_size: int = DEFAULT_MAX_VALUE_SIZE
     request_timeout: float = 5.0
+    # Unacknowledged entries per follower. C-Raft's 32 would cap a pipeline
+    # of one-entry client writes at 32 per follower round trip.
+    max_inflight_entries: int = 1024
     # Writes are refused (NoSpace) while a majority has less free map space
     # than this, so that the log and the state machine never hit a full map.
     capacity_threshold: int = 0

@@ -66,6 +66,7 @@ class Node:
             heartbeat_timeout=config.heartbeat_interval_ms,
             pre_vote=config.pre_vote,
             capacity_threshold=config.capacity_threshold,
+            max_inflight_entries=config.max_inflight_entries,
         )
         self.transport: Any = None  # set by attach_transport (kvstore.transport)
         self.committer: GroupCommitter | None = None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akvstore/raft/v1/peer.proto\x12\x0fkvstore.raft.v1\"1\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x8c\x01\n\rAppendEntries\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0eprev_log_index\x18\x02 \x01(\x04\x12\x15\n\rprev_log_term\x18\x03 \x01(\x04\x12\x15\n\rleader_commit\x18\x04 \x01(\x04\x12\'\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x16.kvstore.raft.v1.Entry\"q\n\x13\x41ppendEntriesResult\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x04\"\x8a\x01\n\x0bRequestVote\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x03 \x01(\x04\x12\x15\n\rlast_log_term\x18\x04 \x01(\x04\x12\x16\n\x0e\x64isrupt_leader\x18\x05 \x01(\x08\x12\x10\n\x08pre_vote\x18\x06 \x01(\x08\"m\n\x11RequestVoteResult\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0cvote_granted\x18\x02 \x01(\x08\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x04\"h\n\x0fInstallSnapshot\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x12\n\nlast_index\x18\x02 \x01(\x04\x12\x11\n\tlast_term\x18\x03 \x01(\x04\x12\x0c\n\x04\x63onf\x18\x04 \x01(\x0c\x12\x12\n\nconf_index\x18\x05 \x01(\x04\"I\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x04\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\"\x84\x03\n\x0bRaftMessage\x12\x38\n\x0e\x61ppend_entries\x18\x01 \x01(\x0b\x32\x1e.kvstore.raft.v1.AppendEntriesH\x00\x12\x45\n\x15\x61ppend_entries_result\x18\x02 \x01(\x0b\x32$.kvstore.raft.v1.AppendEntriesResultH\x00\x12\x34\n\x0crequest_vote\x18\x03 \x01(\x0b\x32\x1c.kvstore.raft.v1.RequestVoteH\x00\x12\x41\n\x13request_vote_result\x18\x04 \x01(\x0b\x32\".kvstore.raft.v1.RequestVoteResultH\x00\x12<\n\x10install_snapshot\x18\x05 \x01(\x0b\x32 .kvstore.raft.v1.InstallSnapshotH\x00\x12\x32\n\x0btimeout_now\x18\x06 \x01(\x0b\x32\x1b.kvstore.raft.v1.TimeoutNowH\x00\x42\t\n\x07payload\"\x88\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\r\n\x05to_id\x18\x04 \x01(\x04\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.kvstore.raft.v1.RaftMessage\"\x1c\n\tStreamAck\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\"\xb7\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\r\n\x05to_id\x18\x04 \x01(\x04\x12\x30\n\x06header\x18\x05 \x01(\x0b\x32 .kvstore.raft.v1.InstallSnapshot\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0c\n\x04last\x18\x08 \x01(\x08\"/\n\x0bSnapshotAck\x12\x11\n\tinstalled\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"V\n\x0e\x46orwardRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\"N\n\x0f\x46orwardResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t2\xf2\x01\n\x04Peer\x12\x45\n\x06Stream\x12\x1d.kvstore.raft.v1.MessageBatch\x1a\x1a.kvstore.raft.v1.StreamAck(\x01\x12Q\n\x0fInstallSnapshot\x12\x1e.kvstore.raft.v1.SnapshotChunk\x1a\x1c.kvstore.raft.v1.SnapshotAck(\x01\x12P\n\x07\x46orward\x12\x1f.kvstore.raft.v1.ForwardRequest\x1a .kvstore.raft.v1.ForwardResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akvstore/raft/v1/peer.proto\x12\x0fkvstore.raft.v1\"1\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x9d\x01\n\rAppendEntries\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0eprev_log_index\x18\x02 \x01(\x04\x12\x15\n\rprev_log_term\x18\x03 \x01(\x04\x12\x15\n\rleader_commit\x18\x04 \x01(\x04\x12\'\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x16.kvstore.raft.v1.Entry\x12\x0f\n\x07\x63ontext\x18\x06 \x01(\x04\"\x82\x01\n\x13\x41ppendEntriesResult\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x06 \x01(\x04\"\x8a\x01\n\x0bRequestVote\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x03 \x01(\x04\x12\x15\n\rlast_log_term\x18\x04 \x01(\x04\x12\x16\n\x0e\x64isrupt_leader\x18\x05 \x01(\x08\x12\x10\n\x08pre_vote\x18\x06 \x01(\x08\"m\n\x11RequestVoteResult\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0cvote_granted\x18\x02 \x01(\x08\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x04\"h\n\x0fInstallSnapshot\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x12\n\nlast_index\x18\x02 \x01(\x04\x12\x11\n\tlast_term\x18\x03 \x01(\x04\x12\x0c\n\x04\x63onf\x18\x04 \x01(\x0c\x12\x12\n\nconf_index\x18\x05 \x01(\x04\"I\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x04\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\"\x84\x03\n\x0bRaftMessage\x12\x38\n\x0e\x61ppend_entries\x18\x01 \x01(\x0b\x32\x1e.kvstore.raft.v1.AppendEntriesH\x00\x12\x45\n\x15\x61ppend_entries_result\x18\x02 \x01(\x0b\x32$.kvstore.raft.v1.AppendEntriesResultH\x00\x12\x34\n\x0crequest_vote\x18\x03 \x01(\x0b\x32\x1c.kvstore.raft.v1.RequestVoteH\x00\x12\x41\n\x13request_vote_result\x18\x04 \x01(\x0b\x32\".kvstore.raft.v1.RequestVoteResultH\x00\x12<\n\x10install_snapshot\x18\x05 \x01(\x0b\x32 .kvstore.raft.v1.InstallSnapshotH\x00\x12\x32\n\x0btimeout_now\x18\x06 \x01(\x0b\x32\x1b.kvstore.raft.v1.TimeoutNowH\x00\x42\t\n\x07payload\"\x88\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\r\n\x05to_id\x18\x04 \x01(\x04\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.kvstore.raft.v1.RaftMessage\"\x1c\n\tStreamAck\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\"\xb7\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\r\n\x05to_id\x18\x04 \x01(\x04\x12\x30\n\x06header\x18\x05 \x01(\x0b\x32 .kvstore.raft.v1.InstallSnapshot\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0c\n\x04last\x18\x08 \x01(\x08\"/\n\x0bSnapshotAck\x12\x11\n\tinstalled\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"V\n\x0e\x46orwardRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\"N\n\x0f\x46orwardResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t2\xf2\x01\n\x04Peer\x12\x45\n\x06Stream\x12\x1d.kvstore.raft.v1.MessageBatch\x1a\x1a.kvstore.raft.v1.StreamAck(\x01\x12Q\n\x0fInstallSnapshot\x12\x1e.kvstore.raft.v1.SnapshotChunk\x1a\x1c.kvstore.raft.v1.SnapshotAck(\x01\x12P\n\x07\x46orward\x12\x1f.kvstore.raft.v1.ForwardRequest\x1a .kvstore.raft.v1.ForwardResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRY']._serialized_start=47
   _globals['_ENTRY']._serialized_end=96
   _globals['_APPENDENTRIES']._serialized_start=99
-  _globals['_APPENDENTRIES']._serialized_end=239
-  _globals['_APPENDENTRIESRESULT']._serialized_start=241
-  _globals['_APPENDENTRIESRESULT']._serialized_end=354
-  _globals['_REQUESTVOTE']._serialized_start=357
-  _globals['_REQUESTVOTE']._serialized_end=495
-  _globals['_REQUESTVOTERESULT']._serialized_start=497
-  _globals['_REQUESTVOTERESULT']._serialized_end=606
-  _globals['_INSTALLSNAPSHOT']._serialized_start=608
-  _globals['_INSTALLSNAPSHOT']._serialized_end=712
-  _globals['_TIMEOUTNOW']._serialized_start=714
-  _globals['_TIMEOUTNOW']._serialized_end=787
-  _globals['_RAFTMESSAGE']._serialized_start=790
-  _globals['_RAFTMESSAGE']._serialized_end=1178
-  _globals['_MESSAGEBATCH']._serialized_start=1181
-  _globals['_MESSAGEBATCH']._serialized_end=1317
-  _globals['_STREAMACK']._serialized_start=1319
-  _globals['_STREAMACK']._serialized_end=1347
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1350
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1533
-  _globals['_SNAPSHOTACK']._serialized_start=1535
-  _globals['_SNAPSHOTACK']._serialized_end=1582
-  _globals['_FORWARDREQUEST']._serialized_start=1584
-  _globals['_FORWARDREQUEST']._serialized_end=1670
-  _globals['_FORWARDRESPONSE']._serialized_start=1672
-  _globals['_FORWARDRESPONSE']._serialized_end=1750
-  _globals['_PEER']._serialized_start=1753
-  _globals['_PEER']._serialized_end=1995
+  _globals['_APPENDENTRIES']._serialized_end=256
+  _globals['_APPENDENTRIESRESULT']._serialized_start=259
+  _globals['_APPENDENTRIESRESULT']._serialized_end=389
+  _globals['_REQUESTVOTE']._serialized_start=392
+  _globals['_REQUESTVOTE']._serialized_end=530
+  _globals['_REQUESTVOTERESULT']._serialized_start=532
+  _globals['_REQUESTVOTERESULT']._serialized_end=641
+  _globals['_INSTALLSNAPSHOT']._serialized_start=643
+  _globals['_INSTALLSNAPSHOT']._serialized_end=747
+  _globals['_TIMEOUTNOW']._serialized_start=749
+  _globals['_TIMEOUTNOW']._serialized_end=822
+  _globals['_RAFTMESSAGE']._serialized_start=825
+  _globals['_RAFTMESSAGE']._serialized_end=1213
+  _globals['_MESSAGEBATCH']._serialized_start=1216
+  _globals['_MESSAGEBATCH']._serialized_end=1352
+  _globals['_STREAMACK']._serialized_start=1354
+  _globals['_STREAMACK']._serialized_end=1382
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1385
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1568
+  _globals['_SNAPSHOTACK']._serialized_start=1570
+  _globals['_SNAPSHOTACK']._serialized_end=1617
+  _globals['_FORWARDREQUEST']._serialized_start=1619
+  _globals['_FORWARDREQUEST']._serialized_end=1705
+  _globals['_FORWARDRESPONSE']._serialized_start=1707
+  _globals['_FORWARDRESPONSE']._serialized_end=1785
+  _globals['_PEER']._serialized_start=1788
+  _globals['_PEER']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)

@@ -17,32 +17,36 @@ class Entry(_message.Message):
     def __init__(self, term: _Optional[int] = ..., type: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AppendEntries(_message.Message):
-    __slots__ = ("term", "prev_log_index", "prev_log_term", "leader_commit", "entries")
+    __slots__ = ("term", "prev_log_index", "prev_log_term", "leader_commit", "entries", "context")
     TERM_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_COMMIT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     term: int
     prev_log_index: int
     prev_log_term: int
     leader_commit: int
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
-    def __init__(self, term: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., leader_commit: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ...) -> None: ...
+    context: int
+    def __init__(self, term: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., leader_commit: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., context: _Optional[int] = ...) -> None: ...
 
 class AppendEntriesResult(_message.Message):
-    __slots__ = ("term", "rejected", "last_log_index", "features", "capacity")
+    __slots__ = ("term", "rejected", "last_log_index", "features", "capacity", "context")
     TERM_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     term: int
     rejected: int
     last_log_index: int
     features: int
     capacity: int
-    def __init__(self, term: _Optional[int] = ..., rejected: _Optional[int] = ..., last_log_index: _Optional[int] = ..., features: _Optional[int] = ..., capacity: _Optional[int] = ...) -> None: ...
+    context: int
+    def __init__(self, term: _Optional[int] = ..., rejected: _Optional[int] = ..., last_log_index: _Optional[int] = ..., features: _Optional[int] = ..., capacity: _Optional[int] = ..., context: _Optional[int] = ...) -> None: ...
 
 class RequestVote(_message.Message):
     __slots__ = ("term", "candidate_id", "last_log_index", "last_log_term", "disrupt_leader", "pre_vote")
