@@ -20,6 +20,7 @@ from typing import Any
 
 from kvstore.fsm import ProtobufCodec
 from kvstore.node.config import NodeConfig
+from kvstore.node.outbox import Outbox
 from kvstore.node.snapshots import SnapshotManager
 from kvstore.node.waiters import (
     AppliedWaiters,
@@ -83,6 +84,8 @@ class Node:
         self._t0 = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._hardstate_pending: asyncio.Future[None] | None = None
+        self.outbox = Outbox()
+        self._flush_scheduled = False
         self._applying = False
         self._capacity = 0
         self._stopped = False
@@ -198,12 +201,17 @@ class Node:
 
     def _handle(self, update: Update) -> None:
         flags = update.flags
-        if flags & (UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES):
-            self._persist(update)
+        if update.messages or flags & (
+            UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES
+        ):
+            self.outbox.add(update, self.raft.current_term, self.raft.voted_for)
+            if not self._flush_scheduled:
+                assert self._loop is not None
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         if update.snapshot is not None:
+            self._flush()  # earlier log writes land before the snapshot replaces the log
             self.snapshots.install_received(update.snapshot.metadata)
-        if update.messages:
-            self._send(update.messages)
         if flags & UpdateFlags.STATE:
             self._on_state_change()
         if flags & UpdateFlags.COMMIT_INDEX:
@@ -217,17 +225,19 @@ class Node:
         for hook in self.on_update_hooks:
             hook(update)
 
-    def _persist(self, update: Update) -> None:
+    def _flush(self) -> None:
+        """Carry out the merged work of this loop turn (see outbox)."""
+        self._flush_scheduled = False
+        if not self.outbox or self._stopped:
+            return
+        turn = self.outbox.take()
+        if turn.persist is not None:
+            self._persist(turn.persist, turn.hard_state, turn.last_index)
+        if turn.messages:
+            self._send(turn.messages)
+
+    def _persist(self, request: Persist, hard_state: bool, last: int) -> None:
         assert self.committer is not None and self._loop is not None
-        flags = update.flags
-        hard_state = bool(flags & (UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR))
-        request = Persist(
-            term=self.raft.current_term if flags & UpdateFlags.CURRENT_TERM else None,
-            voted_for=self.raft.voted_for if flags & UpdateFlags.VOTED_FOR else None,
-            entries_index=update.entries_index if update.entries else None,
-            entries=update.entries,
-        )
-        last = update.entries_index + len(update.entries) - 1 if update.entries else 0
         done: asyncio.Future[None] | None = None
         if hard_state:
             done = self._loop.create_future()

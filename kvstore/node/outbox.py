@@ -1,0 +1,119 @@
+"""What the updates of one loop turn ask for, merged before it leaves.
+
+Each client write is its own SUBMIT, so a busy leader's turn produces many
+small updates. Carrying them out one by one would cost a disk request and an
+AppendEntries per follower per write; merged, a turn costs one group-commit
+request and one AppendEntries per follower, and the follower steps, persists
+and answers once. Order is kept per destination, and term and vote still go
+to disk before any message of the turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvstore.storage import Persist
+from raftcore import AppendEntries, AppendEntriesResult, Entry, Message, Update, UpdateFlags
+
+
+@dataclass
+class Turn:
+    """One turn's merged work: a disk write (maybe none) and messages."""
+
+    persist: Persist | None
+    hard_state: bool
+    last_index: int  # last entry index written, 0 if no entries
+    messages: list[Message] = field(default_factory=list)
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._term: int | None = None
+        self._voted_for: int | None = None
+        self._entries_index = 0
+        self._entries: list[Entry] = []
+        self._messages: list[Message] = []
+
+    def __bool__(self) -> bool:
+        return bool(
+            self._messages or self._entries or self._term is not None or self._voted_for is not None
+        )
+
+    def add(self, update: Update, term: int, voted_for: int) -> None:
+        """Take what ``update`` asks to persist and send (term/vote as they are now)."""
+        flags = update.flags
+        if flags & UpdateFlags.CURRENT_TERM:
+            self._term = term
+        if flags & UpdateFlags.VOTED_FOR:
+            self._voted_for = voted_for
+        if update.entries:
+            index = update.entries_index
+            if not self._entries or index < self._entries_index:
+                self._entries_index, self._entries = index, list(update.entries)
+            else:
+                del self._entries[index - self._entries_index :]
+                self._entries.extend(update.entries)
+        if update.messages:
+            self._messages.extend(update.messages)
+
+    def take(self) -> Turn:
+        persist = None
+        hard_state = self._term is not None or self._voted_for is not None
+        last = 0
+        if hard_state or self._entries:
+            persist = Persist(
+                term=self._term,
+                voted_for=self._voted_for,
+                entries_index=self._entries_index if self._entries else None,
+                entries=self._entries,
+            )
+            if self._entries:
+                last = self._entries_index + len(self._entries) - 1
+        turn = Turn(persist, hard_state, last, coalesce(self._messages))
+        self._term = self._voted_for = None
+        self._entries_index, self._entries, self._messages = 0, [], []
+        return turn
+
+
+def coalesce(messages: list[Message]) -> list[Message]:
+    """Merge back-to-back AppendEntries (and their successful results) per destination."""
+    out: list[Message] = []
+    mergeable: dict[int, int] = {}  # destination -> position in out of its last message
+    for message in messages:
+        at = mergeable.get(message.server_id)
+        if at is not None:
+            merged = _merge(out[at].payload, message.payload)
+            if merged is not None:
+                out[at] = Message(message.server_id, message.server_address, merged)
+                continue
+        mergeable[message.server_id] = len(out)
+        out.append(message)
+    return out
+
+
+def _merge(first: object, second: object) -> AppendEntries | AppendEntriesResult | None:
+    if isinstance(first, AppendEntries) and isinstance(second, AppendEntries):
+        if first.term != second.term:
+            return None
+        if second.prev_log_index != first.prev_log_index + len(first.entries):
+            return None
+        return AppendEntries(
+            first.term,
+            first.prev_log_index,
+            first.prev_log_term,
+            max(first.leader_commit, second.leader_commit),
+            [*first.entries, *second.entries],
+            max(first.context, second.context),
+        )
+    if isinstance(first, AppendEntriesResult) and isinstance(second, AppendEntriesResult):
+        if first.term != second.term or first.rejected or second.rejected:
+            return None
+        return AppendEntriesResult(
+            second.term,
+            0,
+            max(first.last_log_index, second.last_log_index),
+            second.features,
+            second.capacity,
+            max(first.context, second.context),
+        )
+    return None
