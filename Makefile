@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS ?= 5000
 SEED_START ?= 0
 
-.PHONY: venv test lint format sim bench-raftcore clean proto run
+.PHONY: venv test lint format sim bench-raftcore clean proto run bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: venv
 ## run: a local 3-member cluster, data under ./data, clients on 127.0.0.1:7101-7103 (Ctrl-C stops)
 run: venv
 	$(PY) -m kvstore.devcluster --data data
+
+## bench: a 3-member cluster measured against a bare gRPC echo server (prints numbers)
+bench: venv
+	$(PY) benchmarks/cluster_bench.py
 
 ## lint: ruff (lint and format check) and mypy --strict on raftcore
 lint: venv

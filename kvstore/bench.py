@@ -172,7 +172,11 @@ def start_echo_server() -> tuple[subprocess.Popen[bytes], str]:
 
     address = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-c", f"import asyncio, kvstore.bench as b; asyncio.run(b.serve_echo({address!r}))"]
+        [
+            sys.executable,
+            "-c",
+            f"import asyncio, kvstore.bench as b; asyncio.run(b.serve_echo({address!r}))",
+        ]
     )
     return process, address
 
@@ -188,6 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> list[Report]:
+    if isinstance(args.endpoints, str):
+        args.endpoints = [e for e in args.endpoints.split(",") if e]
     reports = []
     for clients in [int(c) for c in str(args.clients).split(",")]:
         if args.op == "echo":
@@ -204,13 +210,15 @@ async def run(args: argparse.Namespace) -> list[Report]:
     return reports
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvctl bench")
     parser.add_argument("--endpoints", default="127.0.0.1:7101")
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.endpoints = [e for e in str(args.endpoints).split(",") if e]
-    asyncio.run(run(args))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(run(build_parser().parse_args(argv)))
     return 0
 
 

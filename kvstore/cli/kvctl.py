@@ -17,10 +17,13 @@ command (``kvctl status -w json``), as with etcdctl.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+from kvstore.bench import add_arguments as add_bench_arguments
+from kvstore.bench import run as run_bench
 from kvstore.cli.output import Output, header_json, human_size, kv_json, table
 from kvstore.client import Client, KeyValue, KVError, Status, to_bytes
 
@@ -106,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("status", "the state of every endpoint: leader, term, indexes", cmd_status)
+
+    bench = command("bench", "load the cluster; print throughput and p50/p99 latency", cmd_bench)
+    add_bench_arguments(bench)
 
     member = command("member", "cluster membership", cmd_member_list)
     member_commands = member.add_subparsers(dest="member_command", required=True)
@@ -254,6 +260,12 @@ def cmd_member_list(client: Client, args: argparse.Namespace, out: Output) -> in
             for m in result.members
         ]
         out.line(table(["ID", "PEER ADDRESS", "ROLE", "LEADER"], lines))
+    return EXIT_OK
+
+
+def cmd_bench(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """etcd's benchmark, in small: concurrency, key count, value size, progress bar."""
+    asyncio.run(run_bench(args))
     return EXIT_OK
 
 
