@@ -16,6 +16,7 @@ from kvstore.api.executor import Executor
 from kvstore.api.forward import ForwardClient, make_forward_handler
 from kvstore.api.service import start_client_server
 from kvstore.cli.server import stored_cluster_id
+from kvstore.metrics import HealthServer
 from kvstore.node import Node, NodeConfig
 from kvstore.storage import Storage
 from kvstore.transport import PeerServer, PeerServicer, Transport
@@ -37,6 +38,7 @@ class Server:
         self.peer_server: PeerServer | None = None
         self.client_server: Any = None
         self.health: Any = None
+        self.metrics_server: HealthServer | None = None
 
     async def start(self) -> None:
         node = self.node
@@ -48,8 +50,12 @@ class Server:
             on_snapshot=node.snapshots.receive,
             forward_handler=make_forward_handler(self.executor, self.cluster_id),
         )
+        node.peer_server_stats = servicer.stats
         self.peer_server = PeerServer(servicer, self.config.peer_addr)
         await self.peer_server.start()
+        if self.config.metrics_addr:
+            self.metrics_server = HealthServer(self.config.metrics_addr, node.metrics, node)
+            self.metrics_server.start()
         self.transport = Transport(
             cluster_id=self.cluster_id, node_id=self.config.id, node_address=self.config.peer_addr
         )
@@ -78,4 +84,6 @@ class Server:
             await asyncio.wait_for(self.transport.close(), 5)
         if self.peer_server is not None:
             await self.peer_server.stop(grace=1.0)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
         self.storage.close()

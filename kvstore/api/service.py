@@ -4,6 +4,7 @@ standard health checking and server reflection."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -31,10 +32,17 @@ class KVService(kv_pb2_grpc.KVServicer):
             # Answer before the client gives up, so it learns what happened.
             margin = max(0.05, remaining * 0.05)
             timeout = min(timeout, max(remaining - margin, 0.001))
+        metrics = self.executor.node.metrics
+        started = time.perf_counter()
+        code = "OK"
         try:
             return await self.executor.execute(method, request, timeout)
         except RequestError as exc:
+            code = exc.code.name
             await context.abort(exc.code, exc.message)
+        finally:
+            metrics.grpc_seconds.labels(method).observe(time.perf_counter() - started)
+            metrics.grpc_requests.labels(method, code).inc()
 
     async def Put(self, request: Any, context: Any) -> Any:
         return await self._run("Put", request, context)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kvstore.fsm import ProtobufCodec
+from kvstore.metrics import NodeMetrics
 from kvstore.node.config import NodeConfig
 from kvstore.node.outbox import Outbox
 from kvstore.node.snapshots import SnapshotManager
@@ -78,6 +80,12 @@ class Node:
         self.applied_index = 0
         self.applied_conf: tuple[Configuration, int] = (Configuration(), 0)
         self.leader_changes = 0
+        self.committed_entries = 0
+        self.peer_server_stats: Any = None  # set by the server: refused peer frames
+        self.metrics = NodeMetrics()
+        self.metrics.attach(self)
+        self._rtt_sent: dict[int, float] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self.on_update_hooks: list[Callable[[Update], None]] = []
         self.leader_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,6 +139,38 @@ class Node:
         )
         self._notify_configuration()
         self._schedule_apply()
+        self._heartbeat_task = self._loop.create_task(self._loop_heartbeat())
+
+    async def _loop_heartbeat(self) -> None:
+        """Proof for /livez that the loop turns: a stuck loop stops this."""
+        while not self._stopped:
+            self.metrics.loop_heartbeat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: a leader is known and everything known committed is applied here."""
+        leader_id, _ = self.raft.leader
+        if not leader_id:
+            return False, "no leader known"
+        if self.applied_index < self.raft.commit_index:
+            return False, f"applied {self.applied_index} of commit index {self.raft.commit_index}"
+        return True, f"ok: leader {leader_id}, applied {self.applied_index}"
+
+    def key_count(self) -> int:
+        env = self.storage.env
+        with env.read() as txn:
+            return int(txn.stat(env.kv_db)["entries"])
+
+    def peer_refusals(self) -> dict[str, int] | None:
+        stats = self.peer_server_stats
+        if stats is None:
+            return None
+        return {
+            "cluster": stats.refused_cluster,
+            "recipient": stats.refused_recipient,
+            "sender": stats.refused_sender,
+            "malformed": stats.malformed,
+        }
 
     def _bootstrap(self) -> None:
         """First start: the initial configuration is entry 1 of term 1 on every member."""
@@ -166,6 +206,8 @@ class Node:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         self.proposals.fail_all(LeadershipLost("the node is shutting down"))
         self.reads.fail_all(NotLeaderError("the node is shutting down"))
         self.applied_waiters.fail_all(NotLeaderError("the node is shutting down"))
@@ -215,6 +257,7 @@ class Node:
         if flags & UpdateFlags.STATE:
             self._on_state_change()
         if flags & UpdateFlags.COMMIT_INDEX:
+            self.committed_entries = max(self.committed_entries, self.raft.commit_index)
             self._schedule_apply()
             self._notify_configuration()
         if flags & UpdateFlags.READS:
@@ -243,10 +286,13 @@ class Node:
             done = self._loop.create_future()
             self._hardstate_pending = done
 
+        started = time.perf_counter()
+
         def on_done(_: int | None, exc: BaseException | None) -> None:
             if exc is not None:
                 self._die(f"cannot persist the Raft log: {exc}", exc)
                 return
+            self.metrics.persist_seconds.observe(time.perf_counter() - started)
             if done is not None:
                 done.set_result(None)
                 if self._hardstate_pending is done:
@@ -274,12 +320,22 @@ class Node:
             else:
                 plain.append(message)
         if plain:
+            now = time.perf_counter()
+            for message in plain:
+                if message.type == 1 and message.server_id not in self._rtt_sent:
+                    self._rtt_sent[message.server_id] = now
             self.transport.send(plain)
 
     def receive(self, messages: list[Message]) -> None:
         """Messages from a peer (the transport checked cluster and sender)."""
         now = self.now()
         for message in messages:
+            if message.type == 2:  # AppendEntriesResult: a round trip ends
+                sent = self._rtt_sent.pop(message.server_id, None)
+                if sent is not None:
+                    self.metrics.peer_rtt_seconds.labels(str(message.server_id)).observe(
+                        time.perf_counter() - sent
+                    )
             try:
                 self.step(Event.receive(now, message, capacity=self._capacity))
             except RaftError as exc:
@@ -314,12 +370,22 @@ class Node:
         Raises NotLeaderError (not applied), raftcore's NoSpace (not applied) or
         LeadershipLost (outcome unknown)."""
         entry = Entry(self.raft.current_term, EntryType.COMMAND, data)
+        failed = self.metrics.proposals_failed
         try:
             self.step(Event.submit(self.now(), [entry], capacity=self._capacity))
         except RaftNotLeader as exc:
+            failed.labels("not_leader").inc()
             raise NotLeaderError(str(exc)) from exc
+        except RaftError as exc:
+            failed.labels(exc.code.removeprefix("RAFT_").lower()).inc()
+            raise
         future = self.proposals.add(self.raft.last_index, entry.term)
-        result: Result | None = await future
+        try:
+            result: Result | None = await future
+        except LeadershipLost:
+            failed.labels("leadership_lost").inc()
+            raise
+        self.metrics.proposals_applied.inc()
         return result
 
     async def read_index(self) -> None:
@@ -372,9 +438,11 @@ class Node:
         self._applying = True
         terms = [entry.term for entry in entries]
         assert self.committer is not None
+        started = time.perf_counter()
 
         def on_done(results: list[Result | None] | None, exc: BaseException | None) -> None:
             self._applying = False
+            self.metrics.apply_seconds.observe(time.perf_counter() - started)
             if exc is not None or results is None:
                 self._die(f"cannot apply entries {first}..{last}: {exc}", exc or RuntimeError())
                 return

@@ -67,6 +67,7 @@ class SnapshotManager:
             node.step(Event.snapshot(node.now(), metadata, trailing, capacity=node.capacity))
             self.taken += 1
             self.last_duration = loop.time() - started
+            node.metrics.snapshot_seconds.labels("take").observe(self.last_duration)
             log.info("snapshot at %d taken in %.3f s", index, self.last_duration)
         except (RaftError, Exception) as exc:
             log.error("taking a snapshot failed: %s", exc)
@@ -86,6 +87,7 @@ class SnapshotManager:
 
     async def _send(self, to: int, address: str, header: InstallSnapshot) -> None:
         source = self.node.storage.snapshot_source()
+        started = asyncio.get_running_loop().time()
         try:
             if source.applied_index < header.last_index:
                 log.error(
@@ -97,6 +99,9 @@ class SnapshotManager:
             )
             if ok:
                 self.sent += 1
+                self.node.metrics.snapshot_seconds.labels("send").observe(
+                    asyncio.get_running_loop().time() - started
+                )
             log.info("snapshot at %d to %d: %s", header.last_index, to, "sent" if ok else "failed")
         except Exception as exc:
             log.warning("sending snapshot to %d failed: %s", to, exc)
@@ -166,6 +171,7 @@ class SnapshotManager:
             )
             self.installed += 1
             self.last_duration = loop.time() - started
+            node.metrics.snapshot_seconds.labels("install").observe(self.last_duration)
             ok = True
             log.info("installed snapshot at %d in %.3f s", metadata.index, self.last_duration)
             node.applied_waiters.advance(node.applied_index)

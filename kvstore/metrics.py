@@ -1,0 +1,227 @@
+"""Prometheus metrics, and the /metrics, /livez and /readyz HTTP endpoints.
+
+State that the node already keeps (term, indexes, leader, sizes, transport
+counters) is read at scrape time by a collector, so the hot path pays
+nothing for it; durations and counts of events are recorded where they
+happen. Each node has its own registry, so that several nodes can share a
+process in tests. Names follow Prometheus conventions: ``kvstore_`` prefix,
+base units in the name, ``_total`` counters, ``_seconds`` histograms.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from raftcore import State
+
+if TYPE_CHECKING:
+    from kvstore.node import Node
+
+log = logging.getLogger("kvstore.metrics")
+
+# From 100 µs (an fsync, a loopback round trip) to 10 s (a snapshot, an election).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+LIVENESS_STALE_SECONDS = 10.0
+
+
+class NodeMetrics:
+    """The metrics of one node."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.proposals_applied = Counter(
+            "kvstore_proposals_applied", "Client writes applied and answered", registry=r
+        )
+        self.proposals_failed = Counter(
+            "kvstore_proposals_failed",
+            "Client writes that failed (not leader, no space, leadership lost)",
+            ["reason"],
+            registry=r,
+        )
+        self.persist_seconds = Histogram(
+            "kvstore_log_persist_duration_seconds",
+            "Time to make log entries and term/vote durable (one LMDB transaction and fsync)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "kvstore_apply_duration_seconds",
+            "Time to apply a batch of committed entries (one LMDB transaction)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_seconds = Histogram(
+            "kvstore_snapshot_duration_seconds",
+            "Time to take, send or install a snapshot",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.peer_rtt_seconds = Histogram(
+            "kvstore_peer_round_trip_seconds",
+            "AppendEntries to its result, per peer",
+            ["peer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.grpc_requests = Counter(
+            "kvstore_grpc_requests", "Client gRPC requests by method and status code",
+            ["method", "code"], registry=r,
+        )  # fmt: skip
+        self.grpc_seconds = Histogram(
+            "kvstore_grpc_request_duration_seconds",
+            "Client gRPC request latency by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.loop_heartbeat = time.monotonic()
+
+    def attach(self, node: Node) -> None:
+        self.registry.register(_NodeCollector(node))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _NodeCollector(Collector):
+    """Gauges and counters read from the node at scrape time."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Any]:
+        node = self.node
+        raft = node.raft
+
+        def gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help, value=value)
+
+        def counter(name: str, help: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, help, value=value)
+
+        yield gauge("kvstore_raft_term", "Current Raft term", raft.current_term)
+        yield gauge("kvstore_raft_commit_index", "Raft commit index", raft.commit_index)
+        yield gauge("kvstore_raft_applied_index", "Index applied to the data", node.applied_index)
+        yield gauge("kvstore_raft_last_index", "Last log index (in memory)", raft.last_index)
+        yield gauge("kvstore_raft_is_leader", "1 if this member leads", raft.state == State.LEADER)
+        yield gauge("kvstore_raft_has_leader", "1 if a leader is known", raft.leader[0] != 0)
+        yield counter(
+            "kvstore_raft_leader_changes", "Times a new leader was seen", node.leader_changes
+        )
+        yield counter(
+            "kvstore_proposals_committed", "Log entries seen committed", node.committed_entries
+        )
+        yield gauge("kvstore_proposals_pending", "Client writes waiting", len(node.proposals))
+        yield gauge(
+            "kvstore_raft_members", "Members in the configuration", len(raft.configuration)
+        )
+        snapshots = node.snapshots
+        family = CounterMetricFamily(
+            "kvstore_snapshots", "Snapshots taken, sent and installed", labels=["kind"]
+        )
+        family.add_metric(["taken"], snapshots.taken)
+        family.add_metric(["sent"], snapshots.sent)
+        family.add_metric(["installed"], snapshots.installed)
+        yield family
+        storage = node.storage
+        yield gauge("kvstore_db_size_bytes", "LMDB data file size", storage.db_size_bytes())
+        yield gauge("kvstore_db_map_size_bytes", "LMDB map size (the limit)", storage.map_size)
+        yield gauge("kvstore_db_used_bytes", "LMDB pages in use (high-water mark)",
+                    storage.used_bytes())  # fmt: skip
+        yield gauge("kvstore_keys", "Keys in the store", node.key_count())
+        transport = node.transport
+        if transport is not None:
+            failures = CounterMetricFamily(
+                "kvstore_peer_send_failures", "Peer streams that failed", labels=["peer"]
+            )
+            dropped = CounterMetricFamily(
+                "kvstore_peer_messages_dropped", "Messages to a peer dropped", labels=["peer"]
+            )
+            sent = CounterMetricFamily(
+                "kvstore_peer_messages_sent", "Messages sent to a peer", labels=["peer"]
+            )
+            for peer, stats in transport.stats().items():
+                failures.add_metric([str(peer)], stats.send_failures)
+                dropped.add_metric([str(peer)], stats.dropped)
+                sent.add_metric([str(peer)], stats.messages_sent)
+            yield failures
+            yield dropped
+            yield sent
+        refused = node.peer_refusals()
+        if refused is not None:
+            family = CounterMetricFamily(
+                "kvstore_peer_refused", "Peer frames refused, by reason", labels=["reason"]
+            )
+            for reason, count in refused.items():
+                family.add_metric([reason], count)
+            yield family
+
+
+class HealthServer:
+    """/metrics, /livez (the node loop turns) and /readyz (leader known, caught up)."""
+
+    def __init__(self, address: str, metrics: NodeMetrics, node: Node) -> None:
+        host, _, port = address.rpartition(":")
+        metrics_ref, node_ref = metrics, node
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    self._send(200, metrics_ref.exposition(), CONTENT_TYPE_LATEST)
+                elif path == "/livez":
+                    age = time.monotonic() - metrics_ref.loop_heartbeat
+                    ok = age < LIVENESS_STALE_SECONDS
+                    self._text(200 if ok else 503, f"{'ok' if ok else 'stalled'} ({age:.1f} s)")
+                elif path == "/readyz":
+                    ok, why = node_ref.readiness()
+                    self._text(200 if ok else 503, why)
+                else:
+                    self._text(404, "not found: try /metrics, /livez or /readyz")
+
+            def _text(self, code: int, text: str) -> None:
+                self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="kvstore-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
