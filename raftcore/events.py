@@ -79,9 +79,16 @@ class Event:
         return cls(EventType.RECEIVE, time, capacity, message=message)
 
     @classmethod
-    def persisted_entries(cls, time: int, index: int, *, capacity: int = 0) -> Event:
-        """Entries up to ``index`` (from the updates emitted so far) are durable."""
-        return cls(EventType.PERSISTED_ENTRIES, time, capacity, index=index)
+    def persisted_entries(cls, time: int, index: int, *, term: int = 0, capacity: int = 0) -> Event:
+        """The write of entries ending at ``index`` is durable.
+
+        ``term`` (beyond C-Raft, as etcd's storage acknowledgement) is the term
+        of the entry at ``index`` in that write. With it, a report about a
+        write that a later truncation replaced by other entries ending at the
+        same index is told apart; without it (0), the latest write covering
+        ``index`` is taken to be the one reported.
+        """
+        return cls(EventType.PERSISTED_ENTRIES, time, capacity, index=index, term=term)
 
     @classmethod
     def persisted_snapshot(

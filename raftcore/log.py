@@ -17,6 +17,7 @@ from raftcore.types import Entry, EntryType
 class _PendingWrite:
     first: int
     last: int
+    last_term: int
 
 
 class RaftLog:
@@ -105,7 +106,7 @@ class RaftLog:
         if not self.entries:
             self.start = first
         self.entries.extend(entries)
-        self._pending.append(_PendingWrite(first, first + len(entries) - 1))
+        self._pending.append(_PendingWrite(first, first + len(entries) - 1, entries[-1].term))
         return first
 
     def truncate(self, index: int) -> None:
@@ -133,14 +134,28 @@ class RaftLog:
         self.persisted = snapshot_index
         self._pending.clear()
 
-    def mark_persisted(self, index: int) -> bool:
-        """Record that writes up to ``index`` are durable; True when ``persisted`` moved."""
+    def mark_persisted(self, index: int, term: int = 0) -> bool:
+        """Record that the write ending at ``index`` (whose entry there has ``term``,
+        if known) is durable, and so are the writes before it. True when
+        ``persisted`` moved.
+
+        Two pending writes may end at the same index when the second replaced
+        the first's entries; the term tells them apart. Writes with the same
+        last index and term hold the same entries (log matching), so taking
+        the latest of them is safe.
+        """
         covering = None
         for position in range(len(self._pending) - 1, -1, -1):
             write = self._pending[position]
-            if write.first <= index <= write.last:
+            if term:
+                if write.last == index and write.last_term == term:
+                    covering = position
+                    break
+            elif write.first <= index <= write.last:
                 covering = position
                 break
+        if covering is None and term and self.term_of(index) != term:
+            return False  # the reported entries were replaced since
         if covering is not None:
             write = self._pending[covering]
             del self._pending[:covering]

@@ -340,7 +340,7 @@ def _append(r: Raft, args: AppendEntries) -> bool:
 
 
 def on_persisted_entries(r: Raft, event: Event) -> None:
-    if not r.log.mark_persisted(event.index):
+    if not r.log.mark_persisted(event.index, event.term):
         return
     r.trace("entries up to %d are durable", r.log.persisted)
     if r.state == State.LEADER:

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvstore.fsm import ProtobufCodec
@@ -46,11 +47,14 @@ from raftcore import (
     Update,
     UpdateFlags,
 )
+from raftcore import NoSpace as RaftNoSpace
 from raftcore import NotLeader as RaftNotLeader
 
 log = logging.getLogger("kvstore.node")
 
 _APPLY_BATCH = 1024
+# Map space an entry takes beyond its data (keys, record headers, B-tree slack).
+_ENTRY_OVERHEAD = 256
 
 
 class Node:
@@ -96,6 +100,10 @@ class Node:
         self._flush_scheduled = False
         self._applying = False
         self._capacity = 0
+        # (index, size) of the log entries not applied yet, and their total: map
+        # space promised but not (fully) taken yet, see _refresh_capacity.
+        self._unapplied: deque[tuple[int, int]] = deque()
+        self._unapplied_bytes = 0
         self._stopped = False
         self.fatal: asyncio.Future[BaseException] | None = None
 
@@ -117,7 +125,7 @@ class Node:
             entries.extend(batch)
         self.applied_index = state.applied_index
         self.applied_conf = self._conf_at(state.applied_index, state.snapshot, entries, state)
-        self._refresh_capacity()
+        self._account_entries(state.start_index, entries)
         event = Event.start(
             self.now(),
             state.term,
@@ -243,6 +251,8 @@ class Node:
 
     def _handle(self, update: Update) -> None:
         flags = update.flags
+        if update.entries:
+            self._account_entries(update.entries_index, update.entries)
         if update.messages or flags & (
             UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES
         ):
@@ -281,6 +291,7 @@ class Node:
 
     def _persist(self, request: Persist, hard_state: bool, last: int) -> None:
         assert self.committer is not None and self._loop is not None
+        last_term = request.entries[-1].term if request.entries else 0
         done: asyncio.Future[None] | None = None
         if hard_state:
             done = self._loop.create_future()
@@ -298,7 +309,12 @@ class Node:
                 if self._hardstate_pending is done:
                     self._hardstate_pending = None
             if last and not self._stopped:
-                self.step(Event.persisted_entries(self.now(), last, capacity=self._capacity))
+                self._refresh_capacity()  # the follower reports it in this step's answer
+                self.step(
+                    Event.persisted_entries(
+                        self.now(), last, term=last_term, capacity=self._capacity
+                    )
+                )
 
         self.committer.submit_persist(request, on_done)
 
@@ -371,7 +387,17 @@ class Node:
         LeadershipLost (outcome unknown)."""
         entry = Entry(self.raft.current_term, EntryType.COMMAND, data)
         failed = self.metrics.proposals_failed
+        threshold = self.config.capacity_threshold
         try:
+            if self.raft.state == State.LEADER and threshold and self._capacity < threshold:
+                # raftcore refuses once a majority *reports* too little space, but
+                # followers report it only after storing what they were sent, so a
+                # burst of writes would all be accepted first. The leader stores
+                # every entry too and knows at once what it accepted.
+                raise RaftNoSpace(
+                    f"member {self.config.id} has {self._capacity} bytes of map space "
+                    f"left for new entries, less than {threshold}"
+                )
             self.step(Event.submit(self.now(), [entry], capacity=self._capacity))
         except RaftNotLeader as exc:
             failed.labels("not_leader").inc()
@@ -486,8 +512,28 @@ class Node:
                 )
             )
 
+    def _account_entries(self, first: int, entries: Sequence[Entry]) -> None:
+        """Entries from ``first`` on enter the log (replacing any suffix from there)."""
+        unapplied = self._unapplied
+        while unapplied and unapplied[-1][0] >= first:
+            self._unapplied_bytes -= unapplied.pop()[1]
+        for offset, entry in enumerate(entries):
+            size = len(entry.data) + _ENTRY_OVERHEAD
+            unapplied.append((first + offset, size))
+            self._unapplied_bytes += size
+        self._refresh_capacity()
+
     def _refresh_capacity(self) -> None:
-        self._capacity = self.storage.free_bytes()
+        """Free map space minus what the log's unapplied entries will still take:
+        each is written to the log (unless already persisted) and to the data
+        when applied. Counting both copies until it is applied is conservative;
+        counting neither let a burst of writes near a full map be accepted and
+        then fill the map while being applied, which stops the node (a
+        committed entry must be applied)."""
+        unapplied = self._unapplied
+        while unapplied and unapplied[0][0] <= self.applied_index:
+            self._unapplied_bytes -= unapplied.popleft()[1]
+        self._capacity = max(0, self.storage.free_bytes() - 2 * self._unapplied_bytes)
 
     @property
     def capacity(self) -> int:

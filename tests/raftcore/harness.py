@@ -287,7 +287,10 @@ class Cluster:
             node.disk.entries[index - 1 :] = entries
         index, entries = node.pending[-1]
         node.pending.clear()
-        return self.step(server_id, Event.persisted_entries(self.now, index + len(entries) - 1))
+        last = index + len(entries) - 1
+        return self.step(
+            server_id, Event.persisted_entries(self.now, last, term=entries[-1].term)
+        )
 
     def persist_all(self) -> None:
         for i in self.up_ids():

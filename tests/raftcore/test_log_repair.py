@@ -107,3 +107,33 @@ def test_leader_repairs_a_follower_that_lost_unpersisted_entries() -> None:
 
     assert c[2].disk.entries == c[1].disk.entries
     assert c.raft(1).match_index(2) == c.raft(1).last_index
+
+
+def test_report_of_a_replaced_write_ending_at_the_same_index_is_not_taken_for_the_new_one() -> None:
+    # Found by the simulator (seed 26): server 3 appends entries 2..3 of term 2
+    # (write A), then a new leader's entries 2..3 of term 3 replace them (write
+    # B) before A's report arrives. A's report must not make B count as durable.
+    from raftcore import AppendEntries, Entry, EntryType, Event
+
+    c = Cluster(3)
+    r = c.raft(3)
+    old = [Entry(2, EntryType.COMMAND, b"a"), Entry(2, EntryType.COMMAND, b"b")]
+    new = [Entry(3, EntryType.COMMAND, b"x"), Entry(3, EntryType.COMMAND, b"y")]
+    c.send(
+        1, 3, AppendEntries(term=2, prev_log_index=1, prev_log_term=1, leader_commit=1, entries=old)
+    )
+    c.send(
+        2, 3, AppendEntries(term=3, prev_log_index=1, prev_log_term=1, leader_commit=1, entries=new)
+    )
+    assert r.log.term_of(3) == 3 and r.log.persisted == 1
+
+    # Write A (term 2) lands and is reported: nothing of B is durable yet.
+    update = c.step(3, Event.persisted_entries(c.now, 3, term=2))
+    assert r.log.persisted == 1
+    assert not [m for m in update.messages if m.payload.type == 2 and m.payload.last_log_index == 3]
+
+    # Write B lands: now entries up to 3 (of term 3) are durable and acknowledged.
+    update = c.step(3, Event.persisted_entries(c.now, 3, term=3))
+    assert r.log.persisted == 3
+    acks = [m.payload for m in update.messages if m.server_id == 2]
+    assert acks and acks[-1].last_log_index == 3 and not acks[-1].rejected
