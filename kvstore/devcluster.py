@@ -1,8 +1,8 @@
 """A local cluster of ``kvstore serve`` processes on 127.0.0.1 (``make run``).
 
-Also used by the integration tests, which need the same thing with free
-ports and temporary data directories. Only the processes started here are
-ever signalled, by their PID.
+The integration tests build on the same class (``tests/integration/cluster.py``)
+with free ports and temporary data directories. Only the processes started
+here are ever signalled, by their PID.
 """
 
 from __future__ import annotations
@@ -14,16 +14,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGKILL, SIGTERM
+
+REPO = Path(__file__).resolve().parents[1]
+STOP_WAIT = 10.0
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports on 127.0.0.1 that were free a moment ago.
+
+    All are bound at once and then released, so they differ from each other;
+    someone else may still take one before it is used.
+    """
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def free_port() -> int:
     """A port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -40,24 +61,35 @@ class Member:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
 
 @dataclass
 class LocalCluster:
-    """``size`` members with data under ``root``; fixed ports from ``base_port`` or free ones."""
+    """``size`` members with data under ``root``; fixed ports from ``base_port`` or free ones.
+
+    ``extra_args`` go to every ``kvstore serve``. Each member's output is
+    appended to ``root/N.log``; its data is in ``root/N``.
+    """
 
     root: Path
     size: int = 3
     base_port: int | None = None
     extra_args: list[str] = field(default_factory=list)
     members: dict[int, Member] = field(default_factory=dict)
+    returncodes: dict[int, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
+        free = free_ports(3 * self.size) if self.base_port is None else []
         for i in range(1, self.size + 1):
             if self.base_port is not None:
-                ports = (self.base_port + i, self.base_port + 100 + i, self.base_port + 200 + i)
+                ports = [self.base_port + i, self.base_port + 100 + i, self.base_port + 200 + i]
             else:
-                ports = (free_port(), free_port(), free_port())
+                ports = free[3 * (i - 1) : 3 * i]
             self.members[i] = Member(
                 id=i,
                 client_addr=f"127.0.0.1:{ports[0]}",
@@ -87,63 +119,95 @@ class LocalCluster:
             *self.extra_args,
         ]  # fmt: skip
 
+    # -- processes -------------------------------------------------------------
+
     def start(self, member_id: int | None = None) -> None:
-        """Start one member (or all that are not running)."""
+        """Start one member (or all that are not running), on its data directory."""
         ids = [member_id] if member_id is not None else list(self.members)
         for i in ids:
             member = self.members[i]
             if member.running:
                 continue
-            log = open(member.log_path, "ab")  # noqa: SIM115 - owned by the child
-            member.process = subprocess.Popen(
-                self.command(member), stdout=log, stderr=subprocess.STDOUT, env=_child_env()
-            )
-            log.close()
+            with open(member.log_path, "ab") as log:  # the child keeps its own descriptor
+                member.process = subprocess.Popen(
+                    self.command(member),
+                    cwd=REPO,
+                    env=_child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Signals typed at the terminal are for us; we stop the members.
+                    start_new_session=True,
+                )
 
     def signal(self, member_id: int, sig: int) -> None:
+        """Send ``sig`` to the member's process, if it runs (by its PID, nothing else)."""
         member = self.members[member_id]
         if member.running:
             assert member.process is not None
-            os.kill(member.process.pid, sig)
+            with suppress(ProcessLookupError):
+                member.process.send_signal(sig)
 
-    def kill(self, member_id: int) -> None:
-        """SIGKILL, and wait for the process to be gone."""
-        member = self.members[member_id]
-        if member.process is not None:
-            if member.process.poll() is None:
-                member.process.kill()
-            member.process.wait(timeout=10)
-
-    def stop(self, member_id: int | None = None, timeout: float = 10.0) -> dict[int, int | None]:
-        """SIGTERM, then SIGKILL after ``timeout``; returns each exit code."""
-        ids = [member_id] if member_id is not None else list(self.members)
+    def stop(
+        self,
+        member_id: int | Sequence[int] | None = None,
+        timeout: float = STOP_WAIT,
+        sig: int = SIGTERM,
+    ) -> dict[int, int | None]:
+        """Send ``sig`` (SIGTERM) to the members, SIGKILL those still running after
+        ``timeout``; each one's exit code (negative: killed by that signal; None:
+        it was not started). The members are signalled first, then waited for,
+        so that they stop in parallel."""
+        if member_id is None:
+            ids = list(self.members)
+        elif isinstance(member_id, int):
+            ids = [member_id]
+        else:
+            ids = list(member_id)
         for i in ids:
-            self.signal(i, signal.SIGTERM)
-        codes: dict[int, int | None] = {}
+            self.signal(i, sig)
+        codes: dict[int, int | None] = {i: None for i in ids}
         deadline = time.monotonic() + timeout
         for i in ids:
             process = self.members[i].process
             if process is None:
                 continue
             try:
-                codes[i] = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                process.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-                codes[i] = None
+                process.kill()  # this very PID
+                process.wait(timeout=STOP_WAIT)
+            codes[i] = self.returncodes[i] = process.returncode
+            self.members[i].process = None
         return codes
 
-    def log_tail(self, member_id: int, lines: int = 40) -> str:
+    def kill(self, member_id: int | Sequence[int]) -> dict[int, int | None]:
+        """SIGKILL (a crash), and wait for the processes to be gone."""
+        return self.stop(member_id, timeout=STOP_WAIT, sig=SIGKILL)
+
+    # -- logs --------------------------------------------------------------------
+
+    def log_text(self, member_id: int) -> str:
         path = self.members[member_id].log_path
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self, member_id: int, lines: int = 40) -> str:
+        text = self.log_text(member_id)
+        return "\n".join(text.splitlines()[-lines:]) if text else "(no log)"
+
+    def logs(self, lines: int = 40) -> str:
+        """The tail of every member's log, each under a heading."""
+        return "\n".join(
+            f"----- member {i} ({m.client_addr}) -----\n{self.log_tail(i, lines)}"
+            for i, m in self.members.items()
+        )
 
 
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # KVSTORE_* from our environment would override the flags we pass.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -154,28 +218,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-port", type=int, default=7100)
     args = parser.parse_args(argv)
     cluster = LocalCluster(Path(args.data), size=args.size, base_port=args.base_port)
-    cluster.start()
-    endpoints = ",".join(cluster.endpoints)
-    print(f"cluster of {args.size} started; data in {args.data}/, logs in {args.data}/N.log")
-    for m in cluster.members.values():
-        print(
-            f"  member {m.id}: clients {m.client_addr}  peers {m.peer_addr}  "
-            f"metrics http://{m.metrics_addr}/metrics"
-        )
-    print("try:")
-    print(f"  .venv/bin/kvctl --endpoints {endpoints} put hello world")
-    print(f"  .venv/bin/kvctl --endpoints {endpoints} get hello")
-    print(f"  .venv/bin/kvctl --endpoints {endpoints} status")
-    print("Ctrl-C stops the cluster.")
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # The members run in sessions of their own: whatever ends us, we stop them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, request_stop)
     try:
+        cluster.start()
+        endpoints = ",".join(cluster.endpoints)
+        print(f"cluster of {args.size} started; data in {args.data}/, logs in {args.data}/N.log")
+        for m in cluster.members.values():
+            print(
+                f"  member {m.id}: clients {m.client_addr}  peers {m.peer_addr}  "
+                f"metrics http://{m.metrics_addr}/metrics"
+            )
+        print("try:")
+        print(f"  .venv/bin/kvctl --endpoints {endpoints} put hello world")
+        print(f"  .venv/bin/kvctl --endpoints {endpoints} get hello")
+        print(f"  .venv/bin/kvctl --endpoints {endpoints} status")
+        print("Ctrl-C stops the cluster.")
         while not stopping:
             for m in cluster.members.values():
                 if m.process is not None and m.process.poll() is not None:

@@ -6,187 +6,116 @@
         cluster.kill_node(cluster.leader_id())      # SIGKILL, data dir kept
         cluster.start_node(1)                       # restart on the same data
 
-Each node runs as its own process (``python -m kvstore serve`` with the flags
-of DESIGN 3.2) on free ports, with its data directory and log file under the
-given base directory. The cluster only ever signals the processes it started,
-by PID, and ``stop()`` (SIGTERM, then SIGKILL after a timeout) always runs on
-the way out of ``running_cluster``, also when a test fails. The nodes' logs
-are printed to stderr when the block fails, so pytest shows them.
+The processes are those of :class:`kvstore.devcluster.LocalCluster` (``make
+run``): one ``python -m kvstore serve`` per node with the flags of DESIGN 3.2,
+on free ports, with its data directory and log file under the given base
+directory. Only the processes started here are ever signalled, by PID, and
+``stop()`` (SIGTERM, then SIGKILL after a timeout) always runs on the way out
+of ``running_cluster``, also when a test fails. The nodes' logs are printed to
+stderr when the block fails, so pytest shows them.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TypeVar
 
-from kvstore.client import Client
+from kvstore.client import Client, KVError, Status
+from kvstore.devcluster import REPO, STOP_WAIT, LocalCluster, Member, free_ports
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = [
+    "FAST_TIMEOUTS",
+    "REPO",
+    "Cluster",
+    "Member",
+    "free_ports",
+    "running_cluster",
+    "wait_until",
+]
+
 LEADER_WAIT = 30.0
-STOP_WAIT = 10.0
+#: Shorter than the defaults (1000 / 100 ms), so elections after a crash take
+#: well under a second, and still far above a loaded 2-core machine's hiccups.
+FAST_TIMEOUTS = ("--election-timeout", "500", "--heartbeat-interval", "50")
+T = TypeVar("T")
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (all bound at once, then released)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy (returned), or fail after
+    ``timeout`` seconds naming ``what`` and the last value or error seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+        except (KVError, OSError) as exc:
+            value, last = None, exc
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s (last: {last!r})")
+        time.sleep(interval)
 
 
-@dataclass
-class Node:
-    id: int
-    client_addr: str
-    peer_addr: str
-    metrics_addr: str
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    log_file: IO[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-class Cluster:
+class Cluster(LocalCluster):
     """``size`` nodes that know each other; ``extra_args`` go to every ``kvstore serve``."""
 
     def __init__(self, base_dir: Path, size: int = 3, extra_args: Sequence[str] = ()) -> None:
-        self.base_dir = Path(base_dir)
-        self.extra_args = list(extra_args)
-        ports = free_ports(3 * size)
-        self.nodes: dict[int, Node] = {}
-        for i in range(size):
-            node_id = i + 1
-            client, peer, metrics = ports[3 * i : 3 * i + 3]
-            self.nodes[node_id] = Node(
-                id=node_id,
-                client_addr=f"127.0.0.1:{client}",
-                peer_addr=f"127.0.0.1:{peer}",
-                metrics_addr=f"127.0.0.1:{metrics}",
-                data_dir=self.base_dir / f"node{node_id}",
-                log_path=self.base_dir / f"node{node_id}.log",
-            )
-        self.returncodes: dict[int, int | None] = {}
+        super().__init__(Path(base_dir), size=size, extra_args=list(extra_args))
 
     @property
-    def endpoints(self) -> list[str]:
-        return [node.client_addr for node in self.nodes.values()]
-
-    @property
-    def initial_cluster(self) -> str:
-        return ",".join(f"{n.id}={n.peer_addr}" for n in self.nodes.values())
+    def nodes(self) -> dict[int, Member]:
+        return self.members
 
     def client(self, endpoints: Sequence[str] | None = None, **kwargs: Any) -> Client:
         return Client(list(endpoints or self.endpoints), **kwargs)
 
-    # -- processes -----------------------------------------------------------
+    def node_client(self, node_id: int, **kwargs: Any) -> Client:
+        """A client of that node alone (no failover to the others)."""
+        return Client([self.members[node_id].client_addr], **kwargs)
 
-    def command(self, node_id: int) -> list[str]:
-        node = self.nodes[node_id]
-        return [
-            sys.executable, "-m", "kvstore", "serve",
-            "--id", str(node.id),
-            "--client-addr", node.client_addr,
-            "--peer-addr", node.peer_addr,
-            "--metrics-addr", node.metrics_addr,
-            "--data-dir", str(node.data_dir),
-            "--initial-cluster", self.initial_cluster,
-            *self.extra_args,
-        ]  # fmt: skip
-
-    def start(self) -> None:
-        for node_id in self.nodes:
-            self.start_node(node_id)
+    # -- processes -------------------------------------------------------------
 
     def start_node(self, node_id: int) -> None:
         """Start (or restart, on its existing data directory) one node."""
-        node = self.nodes[node_id]
-        if node.running:
+        if self.members[node_id].running:
             raise RuntimeError(f"node {node_id} is already running")
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        node.log_file = open(node.log_path, "ab")  # noqa: SIM115 - closed in _reap
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        node.process = subprocess.Popen(
-            self.command(node_id),
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=node.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not the nodes
-        )
+        self.start(node_id)
 
     def stop_node(self, node_id: int, timeout: float = STOP_WAIT) -> int | None:
         """SIGTERM, then SIGKILL if still running after ``timeout``; the exit code."""
-        return self._stop([node_id], signal.SIGTERM, timeout)[node_id]
+        return self.stop(node_id, timeout)[node_id]
 
     def kill_node(self, node_id: int) -> int | None:
         """SIGKILL: a crash. The data directory stays for a restart."""
-        return self._stop([node_id], signal.SIGKILL, STOP_WAIT)[node_id]
+        return self.kill(node_id)[node_id]
 
-    def stop(self, timeout: float = STOP_WAIT) -> dict[int, int | None]:
-        """Stop every node that runs; SIGTERM to all first, so they stop in parallel."""
-        return self._stop(list(self.nodes), signal.SIGTERM, timeout)
-
-    def _stop(self, ids: Sequence[int], sig: int, timeout: float) -> dict[int, int | None]:
-        started = [self.nodes[i] for i in ids if self.nodes[i].process is not None]
-        for node in started:
-            assert node.process is not None
-            if node.process.poll() is None:
-                with suppress(ProcessLookupError):
-                    node.process.send_signal(sig)
-        deadline = time.monotonic() + timeout
-        codes: dict[int, int | None] = {i: None for i in ids}
-        for node in started:
-            assert node.process is not None
-            try:
-                node.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                node.process.kill()  # this very PID, nothing else
-                node.process.wait()
-            codes[node.id] = self.returncodes[node.id] = node.process.returncode
-            self._reap(node)
-        return codes
-
-    def _reap(self, node: Node) -> None:
-        node.process = None
-        if node.log_file is not None:
-            node.log_file.close()
-            node.log_file = None
-
-    # -- observation -----------------------------------------------------------
+    # -- observation -------------------------------------------------------------
 
     def running_ids(self) -> list[int]:
-        return [i for i, node in self.nodes.items() if node.running]
+        return [i for i, node in self.members.items() if node.running]
 
-    def check_running(self, ids: Sequence[int]) -> None:
+    def check_running(self, ids: Sequence[int] | None = None) -> None:
         """Fail with the node's log when a node that should run has exited."""
-        for i in ids:
-            node = self.nodes[i]
+        for i in self.running_ids() if ids is None else ids:
+            node = self.members[i]
             if node.process is not None and node.process.poll() is not None:
                 raise RuntimeError(
                     f"node {i} exited with code {node.process.returncode}:\n{self.log_tail(i)}"
                 )
+
+    def status(self, node_id: int, timeout: float = 2.0) -> Status:
+        """Cluster.Status of that node (raises a KVError when it does not answer)."""
+        with self.node_client(node_id, timeout=timeout) as client:
+            return client.status(self.members[node_id].client_addr)
 
     def wait_for_leader(
         self, timeout: float = LEADER_WAIT, among: Sequence[int] | None = None
@@ -197,7 +126,7 @@ class Cluster:
         test that starts right after must find every endpoint usable.
         """
         ids = list(among) if among is not None else self.running_ids()
-        endpoints = [self.nodes[i].client_addr for i in ids]
+        endpoints = [self.members[i].client_addr for i in ids]
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         with Client(endpoints, timeout=1.0) as client:
@@ -217,17 +146,19 @@ class Cluster:
     def leader_id(self) -> int:
         return self.wait_for_leader()
 
-    def log_tail(self, node_id: int, lines: int = 40) -> str:
-        path = self.nodes[node_id].log_path
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    def wait_converged(self, timeout: float = 30.0, among: Sequence[int] | None = None) -> int:
+        """Poll until the running nodes report one applied index equal to the
+        commit index they all know; that index."""
+        ids = list(among) if among is not None else self.running_ids()
 
-    def logs(self, lines: int = 40) -> str:
-        return "\n".join(
-            f"----- node {i} ({n.client_addr}) -----\n{self.log_tail(i, lines)}"
-            for i, n in self.nodes.items()
-        )
+        def probe() -> int | None:
+            self.check_running(ids)
+            statuses = [self.status(i) for i in ids]
+            applied = {s.applied_index for s in statuses}
+            commit = max(s.commit_index for s in statuses)
+            return commit if applied == {commit} else None
+
+        return wait_until(probe, timeout, f"nodes {ids} applying the same index", 0.1)
 
 
 @contextmanager

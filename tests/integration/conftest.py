@@ -1,4 +1,5 @@
-"""The ``cluster`` fixture for integration tests: one real 3-node cluster per module."""
+"""The ``cluster`` fixture for integration tests: one real 3-node cluster per module
+(default flags). Modules whose tests stop nodes start clusters of their own."""
 
 from __future__ import annotations
 
