@@ -127,9 +127,7 @@ class _NodeCollector(Collector):
             "kvstore_proposals_committed", "Log entries seen committed", node.committed_entries
         )
         yield gauge("kvstore_proposals_pending", "Client writes waiting", len(node.proposals))
-        yield gauge(
-            "kvstore_raft_members", "Members in the configuration", len(raft.configuration)
-        )
+        yield gauge("kvstore_raft_members", "Members in the configuration", len(raft.configuration))
         snapshots = node.snapshots
         family = CounterMetricFamily(
             "kvstore_snapshots", "Snapshots taken, sent and installed", labels=["kind"]
