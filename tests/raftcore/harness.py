@@ -288,9 +288,7 @@ class Cluster:
         index, entries = node.pending[-1]
         node.pending.clear()
         last = index + len(entries) - 1
-        return self.step(
-            server_id, Event.persisted_entries(self.now, last, term=entries[-1].term)
-        )
+        return self.step(server_id, Event.persisted_entries(self.now, last, term=entries[-1].term))
 
     def persist_all(self) -> None:
         for i in self.up_ids():
