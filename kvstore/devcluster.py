@@ -205,7 +205,11 @@ class LocalCluster:
 
 def _child_env() -> dict[str, str]:
     # KVSTORE_* from our environment would override the flags we pass.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KVSTORE_") or k == "KVSTORE_PROFILE"
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env

@@ -144,9 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         stored_cluster_id(config)
     except (ValueError, OSError) as exc:
         parser.exit(2, f"kvstore: {exc}\n")
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(config))
-    return 0
+    profile_path = os.environ.get("KVSTORE_PROFILE")  # developers: cProfile the member
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(serve(config))
+        return 0
+    finally:
+        if profile_path:
+            profiler.disable()
+            profiler.dump_stats(f"{profile_path}.{config.id}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ log = logging.getLogger("kvstore.node")
 _APPLY_BATCH = 1024
 # Map space an entry takes beyond its data (keys, record headers, B-tree slack).
 _ENTRY_OVERHEAD = 256
+_FREE_BYTES_MAX_AGE = 0.005  # seconds
 
 
 class Node:
@@ -104,6 +105,8 @@ class Node:
         # space promised but not (fully) taken yet, see _refresh_capacity.
         self._unapplied: deque[tuple[int, int]] = deque()
         self._unapplied_bytes = 0
+        self._free_bytes = 0
+        self._free_read_at = float("-inf")
         self._stopped = False
         self.fatal: asyncio.Future[BaseException] | None = None
 
@@ -533,7 +536,13 @@ class Node:
         unapplied = self._unapplied
         while unapplied and unapplied[0][0] <= self.applied_index:
             self._unapplied_bytes -= unapplied.popleft()[1]
-        self._capacity = max(0, self.storage.free_bytes() - 2 * self._unapplied_bytes)
+        # Reading the map's fill level costs ~10 µs; a figure a few ms old is
+        # fine, since what was accepted since is counted in _unapplied_bytes.
+        now = time.monotonic()
+        if now - self._free_read_at > _FREE_BYTES_MAX_AGE:
+            self._free_bytes = self.storage.free_bytes()
+            self._free_read_at = now
+        self._capacity = max(0, self._free_bytes - 2 * self._unapplied_bytes)
 
     @property
     def capacity(self) -> int:

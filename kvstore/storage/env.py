@@ -47,6 +47,7 @@ _MAX_DBS = 16
 
 
 class Env:
+    _page_size: int | None = None
     """An open LMDB environment with the node's four sub-databases.
 
     Write transactions come from :meth:`write`, which turns LMDB's
@@ -162,8 +163,12 @@ class Env:
         return (int(info["last_pgno"]) + 1) * self.page_size
 
     def free_bytes(self) -> int:
-        """A lower bound on the bytes still writable before NoSpace."""
-        return max(0, self.map_size - self.used_bytes())
+        """A lower bound on the bytes still writable before NoSpace (one info() call)."""
+        info = self._env.info()
+        if self._page_size is None:
+            self._page_size = self.page_size
+        used = (int(info["last_pgno"]) + 1) * self._page_size
+        return max(0, int(info["map_size"]) - used)
 
     def file_size_bytes(self) -> int:
         """Size of ``data.mdb`` on disk: the database size to export as a metric."""
