@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("map-size", "LMDB map size (the largest the database may grow)", str(DEFAULT_MAP_SIZE))
     flag("max-value-size", "largest value in bytes", str(DEFAULT_MAX_VALUE_SIZE), type=int)
     flag("request-timeout", "server-side bound on one request, seconds", "5", type=float)
+    flag("flush-linger", "under load, carry out Raft updates at most this often, ms", "1",
+         type=float)
     flag("log-level", "DEBUG, INFO, WARNING or ERROR", "INFO")
     return parser
 
@@ -85,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         map_size=_size(str(args.map_size)),
         max_value_size=int(args.max_value_size),
         request_timeout=float(args.request_timeout),
+        flush_linger=float(args.flush_linger) / 1000,
     )
 
 

@@ -56,6 +56,8 @@ class NodeConfig:
     # Unacknowledged entries per follower. C-Raft's 32 would cap a pipeline
     # of one-entry client writes at 32 per follower round trip.
     max_inflight_entries: int = 1024
+    # Under load, updates are carried out at most this often (seconds), merged.
+    flush_linger: float = 0.001
     # Writes are refused (NoSpace) while a majority has less free map space
     # than this, so that the log and the state machine never hit a full map.
     capacity_threshold: int = 0
