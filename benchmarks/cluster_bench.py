@@ -26,13 +26,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def wait_for_leader(endpoints: list[str], timeout: float = 30) -> None:
+def wait_for_leader(endpoints: list[str], timeout: float = 30) -> str:
+    """The client endpoint of the leader, once there is one."""
     deadline = time.monotonic() + timeout
     with Client(endpoints, timeout=2) as client:
         while time.monotonic() < deadline:
-            statuses = client.status()
-            if any(s.status is not None and s.status.state == "LEADER" for s in statuses):
-                return
+            for s in client.status():
+                if s.status is not None and s.status.state == "LEADER":
+                    return s.endpoint
             time.sleep(0.2)
     raise TimeoutError("no leader")
 
@@ -47,7 +48,7 @@ def main() -> int:
         cluster = LocalCluster(Path(root), size=3)
         cluster.start()
         try:
-            wait_for_leader(cluster.endpoints)
+            leader = wait_for_leader(cluster.endpoints)
             base = [
                 "--clients",
                 options.clients,
@@ -57,11 +58,16 @@ def main() -> int:
                 "100",
             ]
             endpoints = ["--endpoints", ",".join(cluster.endpoints)]
-            for op in ("echo", "put", "get"):
-                args = bench.build_parser().parse_args(
-                    [op, *base, *(endpoints if op != "echo" else [])]
-                )
-                asyncio.run(bench.run(args))
+            runs = [
+                ("echo", [], "a bare grpc.aio server"),
+                ("put", ["--endpoints", leader], "to the leader"),
+                ("get", ["--endpoints", leader], "to the leader (linearizable)"),
+                ("put", endpoints, "spread over all members (followers forward)"),
+                ("get", endpoints, "spread over all members (linearizable, forwarded)"),
+            ]
+            for op, extra, what in runs:
+                print(f"-- {op} {what}", flush=True)
+                asyncio.run(bench.run(bench.build_parser().parse_args([op, *base, *extra])))
             if options.memory_writes:
                 args = bench.build_parser().parse_args(
                     [
