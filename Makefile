@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS ?= 5000
 SEED_START ?= 0
 
-.PHONY: venv test lint format sim bench-raftcore clean proto run bench
+.PHONY: venv test lint format sim bench-raftcore clean proto run bench deploy-check image
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ run: venv
 ## bench: a 3-member cluster measured against a bare gRPC echo server (prints numbers)
 bench: venv
 	$(PY) benchmarks/cluster_bench.py
+
+## deploy-check: build and validate the manifests, Dockerfile, alerts and dashboard
+deploy-check: venv
+	$(PY) -m pytest -q tests/deploy
+
+## image: the server image (needs a Docker engine)
+image:
+	docker build -f deploy/Dockerfile -t kvstore:dev .
 
 ## lint: ruff (lint and format check) and mypy --strict on raftcore
 lint: venv

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("map-size", "LMDB map size (the largest the database may grow)", str(DEFAULT_MAP_SIZE))
     flag("max-value-size", "largest value in bytes", str(DEFAULT_MAX_VALUE_SIZE), type=int)
     flag("request-timeout", "server-side bound on one request, seconds", "5", type=float)
-    flag("flush-linger", "under load, carry out Raft updates at most this often, ms", "1",
-         type=float)
+    flag(
+        "flush-linger", "under load, carry out Raft updates at most this often, ms", "1", type=float
+    )
     flag("log-level", "DEBUG, INFO, WARNING or ERROR", "INFO")
     return parser
 
