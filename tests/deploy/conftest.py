@@ -3,7 +3,6 @@ overlays, and the metric names a real ``kvstore serve`` exports."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tests.deploy.tools import (
     find_tool,
     http_get,
     kustomize_build,
+    require_tool,
     run,
     wait_ready,
 )
@@ -49,13 +49,9 @@ def builds(kubectl: str) -> dict[str, list[dict[str, Any]]]:
 def promtool() -> str:
     """promtool, from Debian's prometheus package. Skipped where it is not
     installed, except in CI (CI=true), where .ci/run installs it."""
-    path = find_tool("promtool", "PROMTOOL", [Path("/usr/bin/promtool")])
-    if path is None:
-        message = "promtool not found (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; .ci/run must install it")
-        pytest.skip(message)
-    return path
+    return require_tool(
+        "promtool", "PROMTOOL", [Path("/usr/bin/promtool")], "Debian package prometheus"
+    )
 
 
 class Exporter:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +48,18 @@ def find_tool(name: str, env: str, extra: Iterable[Path] = ()) -> str | None:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
     return None
+
+
+def require_tool(name: str, env: str, extra: Iterable[Path] = (), package: str = "") -> str:
+    """The tool's path, found as :func:`find_tool` finds it. Missing, the calling
+    test is skipped, except in CI (CI set, as .ci/run installs it), where it fails."""
+    path = find_tool(name, env, extra)
+    if path is None:
+        message = f"{name} not found" + (f" ({package})" if package else "")
+        if os.environ.get("CI"):
+            pytest.fail(message + "; .ci/run must install it")
+        pytest.skip(message)
+    return path
 
 
 def run(
