@@ -142,18 +142,22 @@ class RaftLog:
         Two pending writes may end at the same index when the second replaced
         the first's entries; the term tells them apart. Writes with the same
         last index and term hold the same entries (log matching), so taking
-        the latest of them is safe.
+        the latest of them is safe. Without a term, the oldest write covering
+        ``index`` is taken (reports come in order): at worst persistence is
+        recognised late, never early.
         """
         covering = None
-        for position in range(len(self._pending) - 1, -1, -1):
-            write = self._pending[position]
-            if term:
+        if term:
+            for position in range(len(self._pending) - 1, -1, -1):
+                write = self._pending[position]
                 if write.last == index and write.last_term == term:
                     covering = position
                     break
-            elif write.first <= index <= write.last:
-                covering = position
-                break
+        else:
+            for position, write in enumerate(self._pending):
+                if write.first <= index <= write.last:
+                    covering = position
+                    break
         if covering is None and term and self.term_of(index) != term:
             return False  # the reported entries were replaced since
         if covering is not None:

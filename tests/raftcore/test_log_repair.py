@@ -137,3 +137,22 @@ def test_report_of_a_replaced_write_ending_at_the_same_index_is_not_taken_for_th
     assert r.log.persisted == 3
     acks = [m.payload for m in update.messages if m.server_id == 2]
     assert acks and acks[-1].last_log_index == 3 and not acks[-1].rejected
+
+
+def test_a_report_without_term_never_counts_a_replacing_write_as_durable() -> None:
+    # The same race as above, reported without the term (C-Raft's event): the
+    # report is taken for the oldest pending write, so B is not acknowledged.
+    from raftcore import AppendEntries, Entry, EntryType, Event
+
+    c = Cluster(3)
+    r = c.raft(3)
+    old = [Entry(2, EntryType.COMMAND, b"a"), Entry(2, EntryType.COMMAND, b"b")]
+    new = [Entry(3, EntryType.COMMAND, b"x"), Entry(3, EntryType.COMMAND, b"y")]
+    c.send(1, 3, AppendEntries(2, 1, 1, 1, old))
+    c.send(2, 3, AppendEntries(3, 1, 1, 1, new))
+
+    update = c.step(3, Event.persisted_entries(c.now, 3))  # A's report
+    assert r.log.persisted == 1
+    assert not [m for m in update.messages if m.payload.type == 2 and m.payload.last_log_index == 3]
+    c.step(3, Event.persisted_entries(c.now, 3))  # B's report
+    assert r.log.persisted == 3
