@@ -51,7 +51,9 @@ from kvstore.client_types import (
     EndpointStatus,
     Header,
     KeyValue,
+    LeaderTransfer,
     Member,
+    MemberChange,
     MemberList,
     PutResult,
     RangeResult,
@@ -60,6 +62,7 @@ from kvstore.client_types import (
     Status,
     header_of,
     kv_of,
+    member_of,
     optional_kv,
     random_client_id,
     to_bytes,
@@ -76,7 +79,9 @@ __all__ = [
     "InvalidArgument",
     "KVError",
     "KeyValue",
+    "LeaderTransfer",
     "Member",
+    "MemberChange",
     "MemberList",
     "NoSpace",
     "NotApplied",
@@ -276,10 +281,38 @@ class Client:
     def member_list(self, serializable: bool = False) -> MemberList:
         request = kv_pb2.MemberListRequest(consistency=_consistency(serializable))
         response = self._call("cluster", "MemberList", request, write=False)
-        members = [
-            Member(m.id, m.peer_address, kv_pb2.MemberRole.Name(m.role)) for m in response.members
-        ]
-        return MemberList(header_of(response.header), members)
+        return MemberList(header_of(response.header), [member_of(m) for m in response.members])
+
+    # Membership changes run on the leader (any endpoint forwards them) and return
+    # once the leader applied the change. They are retried on the next endpoint
+    # after UNAVAILABLE or ABORTED, which is safe because add, promote and demote
+    # name the end state; a remove retried after its first attempt took effect
+    # fails with NOT_FOUND. Unlike reads and writes, one attempt may use the
+    # whole timeout (a catch-up takes as long as copying the data), and a
+    # DEADLINE_EXCEEDED from the server is final: it says what did not finish.
+
+    def member_add(self, member_id: int, peer_address: str) -> MemberChange:
+        """Add a member: stand-by, caught up, then voter; returns once it votes."""
+        request = kv_pb2.MemberAddRequest(id=member_id, peer_address=peer_address)
+        return _member_change(self._admin("MemberAdd", request))
+
+    def member_remove(self, member_id: int) -> MemberChange:
+        """Remove a member (the leader hands leadership over first if it is the one)."""
+        return _member_change(self._admin("MemberRemove", kv_pb2.MemberRemoveRequest(id=member_id)))
+
+    def member_promote(self, member_id: int) -> MemberChange:
+        """Catch a stand-by up and make it a voter."""
+        request = kv_pb2.MemberPromoteRequest(id=member_id)
+        return _member_change(self._admin("MemberPromote", request))
+
+    def member_demote(self, member_id: int) -> MemberChange:
+        """Make a voter a stand-by (it keeps the data, does not vote)."""
+        return _member_change(self._admin("MemberDemote", kv_pb2.MemberDemoteRequest(id=member_id)))
+
+    def transfer_leader(self, target_id: int = 0) -> LeaderTransfer:
+        """Move leadership to ``target_id`` (0: the most up-to-date voter); the new leader."""
+        response = self._admin("TransferLeader", kv_pb2.TransferLeaderRequest(target_id=target_id))
+        return LeaderTransfer(header_of(response.header), response.new_leader_id)
 
     # -- machinery ---------------------------------------------------------
 
@@ -336,6 +369,9 @@ class Client:
         self._sessions.release(session)
         return response
 
+    def _admin(self, method: str, request: Any) -> Any:
+        return self._call("cluster", method, request, write=False, admin=True)
+
     def _call(
         self,
         service: str,
@@ -344,8 +380,12 @@ class Client:
         *,
         write: bool,
         request_id: RequestId | None = None,
+        admin: bool = False,
     ) -> Any:
-        """One logical call: attempts on successive endpoints until success or deadline."""
+        """One logical call: attempts on successive endpoints until success or deadline.
+
+        ``admin``: a membership call (see ``member_add``): an attempt may take
+        the whole remaining time and DEADLINE_EXCEEDED is not retried."""
         deadline = time.monotonic() + self.timeout
         n = len(self.endpoints)
         index = self._current
@@ -356,14 +396,19 @@ class Client:
             endpoint = self.endpoints[index % n]
             stubs = self._stub(endpoint)
             rpc = getattr(stubs[0] if service == "kv" else stubs[1], method)
+            attempt = remaining if admin else min(remaining, self.attempt_timeout)
             try:
-                response = rpc(request, timeout=min(remaining, self.attempt_timeout))
+                response = rpc(request, timeout=attempt)
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
             else:
                 self._current = index % n
                 return response
             retriable, applied = classify(code, details)
+            if admin and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                retriable = False
+                if details == "Deadline Exceeded":  # gRPC's own: the server did not answer
+                    details = f"no answer from {endpoint} within {attempt:.1f} s"
             maybe_applied = maybe_applied or (write and applied)
             failures.append((endpoint, short_reason(code, details)))
             last_code = code
@@ -380,6 +425,14 @@ class Client:
                     min(pause * random.uniform(0.5, 1.0), max(0.0, deadline - time.monotonic()))
                 )
         raise deadline_error(self.timeout, failures, last_code, write and maybe_applied, request_id)
+
+
+def _member_change(response: Any) -> MemberChange:
+    has_member = "member" in response.DESCRIPTOR.fields_by_name and response.HasField("member")
+    member = member_of(response.member) if has_member else None
+    return MemberChange(
+        header_of(response.header), member, [member_of(m) for m in response.members]
+    )
 
 
 def _consistency(serializable: bool) -> kv_pb2.Consistency:

@@ -24,7 +24,9 @@ __all__ = [
     "EndpointStatus",
     "Header",
     "KeyValue",
+    "LeaderTransfer",
     "Member",
+    "MemberChange",
     "MemberList",
     "PutResult",
     "RangeResult",
@@ -141,6 +143,26 @@ class Member:
 class MemberList:
     header: Header
     members: list[Member]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """The outcome of a membership change: ``member`` as it is now (None once
+    removed) and the configuration the leader applied."""
+
+    header: Header
+    member: Member | None
+    members: list[Member]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderTransfer:
+    header: Header
+    leader_id: int
+
+
+def member_of(m: kv_pb2.Member) -> Member:
+    return Member(m.id, m.peer_address, kv_pb2.MemberRole.Name(m.role))
 
 
 def header_of(h: kv_pb2.ResponseHeader) -> Header:

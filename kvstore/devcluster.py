@@ -56,6 +56,8 @@ class Member:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Client endpoints it joins through (``--join``); empty: an initial member.
+    join: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -101,7 +103,28 @@ class LocalCluster:
 
     @property
     def initial_cluster(self) -> str:
-        return ",".join(f"{m.id}={m.peer_addr}" for m in self.members.values())
+        return ",".join(f"{m.id}={m.peer_addr}" for m in self.members.values() if not m.join)
+
+    def add_member(self, member_id: int | None = None, join: Sequence[str] = ()) -> Member:
+        """A new member, not started, that joins the cluster with ``--join`` through
+        ``join`` (default: the client endpoints of the members so far)."""
+        if member_id is None:
+            member_id = max(self.members, default=0) + 1
+        if member_id in self.members:
+            raise ValueError(f"member {member_id} exists already")
+        endpoints = list(join) or self.endpoints
+        ports = free_ports(3)
+        member = Member(
+            id=member_id,
+            client_addr=f"127.0.0.1:{ports[0]}",
+            peer_addr=f"127.0.0.1:{ports[1]}",
+            metrics_addr=f"127.0.0.1:{ports[2]}",
+            data_dir=self.root / str(member_id),
+            log_path=self.root / f"{member_id}.log",
+            join=endpoints,
+        )
+        self.members[member_id] = member
+        return member
 
     @property
     def endpoints(self) -> list[str]:
@@ -115,7 +138,11 @@ class LocalCluster:
             "--peer-addr", member.peer_addr,
             "--metrics-addr", member.metrics_addr,
             "--data-dir", str(member.data_dir),
-            "--initial-cluster", self.initial_cluster,
+            *(
+                ["--join", ",".join(member.join)]
+                if member.join
+                else ["--initial-cluster", self.initial_cluster]
+            ),
             *self.extra_args,
         ]  # fmt: skip
 

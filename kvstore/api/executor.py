@@ -1,10 +1,12 @@
 """Runs client requests on this node, whoever received them.
 
-A write or linearizable read runs where the leader is: here when this node
-leads, else it is forwarded to the leader over the peer port. Serializable
-reads run here. Every outcome maps to the status codes of DESIGN 3.1:
-INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE mean *not applied*;
-DEADLINE_EXCEEDED and ABORTED mean *outcome unknown*.
+A write, a linearizable read or a membership change runs where the leader
+is: here when this node leads, else it is forwarded to the leader over the
+peer port. Serializable reads run here. Every outcome maps to the status
+codes of DESIGN 3.1: INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE
+mean *not applied*; DEADLINE_EXCEEDED and ABORTED mean *outcome unknown*.
+Membership changes add NOT_FOUND, ALREADY_EXISTS and FAILED_PRECONDITION
+(refused, nothing changed; see kvstore.node.membership).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from kvstore.fsm import command_from_request, operation_from_request
 from kvstore.node import LeadershipLost, Node, NotLeaderError
+from kvstore.node.membership import MembershipError
 from kvstore.storage import (
     CasResult,
     DeleteResult,
@@ -31,18 +34,26 @@ from kvstore.storage import (
     validate,
 )
 from kvstore.v1 import kv_pb2
-from raftcore import NoSpace, State
+from raftcore import Configuration, NoSpace, State
 
 log = logging.getLogger("kvstore.api")
 
 WRITES = ("Put", "Delete", "CompareAndSwap")
-READS = ("Get", "Range")
+READS = ("Get", "Range", "MemberList")
+#: Cluster membership calls: they run on the leader, like writes.
+ADMIN = ("MemberAdd", "MemberRemove", "MemberPromote", "MemberDemote", "TransferLeader")
 REQUEST_TYPES: dict[str, type[ProtoMessage]] = {
     "Put": kv_pb2.PutRequest,
     "Get": kv_pb2.GetRequest,
     "Delete": kv_pb2.DeleteRequest,
     "Range": kv_pb2.RangeRequest,
     "CompareAndSwap": kv_pb2.CompareAndSwapRequest,
+    "MemberList": kv_pb2.MemberListRequest,
+    "MemberAdd": kv_pb2.MemberAddRequest,
+    "MemberRemove": kv_pb2.MemberRemoveRequest,
+    "MemberPromote": kv_pb2.MemberPromoteRequest,
+    "MemberDemote": kv_pb2.MemberDemoteRequest,
+    "TransferLeader": kv_pb2.TransferLeaderRequest,
 }
 RESPONSE_TYPES: dict[str, type[ProtoMessage]] = {
     "Put": kv_pb2.PutResponse,
@@ -50,6 +61,12 @@ RESPONSE_TYPES: dict[str, type[ProtoMessage]] = {
     "Delete": kv_pb2.DeleteResponse,
     "Range": kv_pb2.RangeResponse,
     "CompareAndSwap": kv_pb2.CompareAndSwapResponse,
+    "MemberList": kv_pb2.MemberListResponse,
+    "MemberAdd": kv_pb2.MemberAddResponse,
+    "MemberRemove": kv_pb2.MemberRemoveResponse,
+    "MemberPromote": kv_pb2.MemberPromoteResponse,
+    "MemberDemote": kv_pb2.MemberDemoteResponse,
+    "TransferLeader": kv_pb2.TransferLeaderResponse,
 }
 
 
@@ -88,7 +105,11 @@ class Executor:
                 try:
                     return await self.execute_local(method, request, remaining)
                 except NotLeaderError:
-                    continue  # not applied: find the new leader
+                    # Not applied: find the new leader. Still leading means a
+                    # leadership transfer is under way: give it a moment.
+                    if node.raft.state == State.LEADER:
+                        await asyncio.sleep(min(0.01, max(deadline - loop.time(), 0)))
+                    continue
             leader_id, leader_address = node.raft.leader
             if leader_id and leader_address and self.forwarder is not None:
                 try:
@@ -106,6 +127,8 @@ class Executor:
 
     async def execute_local(self, method: str, request: Any, timeout: float) -> Any:
         """Run a request on this node, which must lead (NotLeaderError otherwise)."""
+        if method in ADMIN:
+            return self._fill_header(await self._admin(method, request, timeout))
         try:
             if method in WRITES:
                 return await asyncio.wait_for(self._write(method, request), timeout)
@@ -139,6 +162,8 @@ class Executor:
                 check_key(request.key)
             elif method == "Range" and request.prefix and (request.start or request.end):
                 raise InvalidArgument("range takes either prefix or start/end, not both")
+            elif method in ADMIN:
+                _check_admin(method, request)
         except InvalidArgument as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
@@ -158,9 +183,44 @@ class Executor:
             ) from None
         return self._fill_header(_write_response(method, result))
 
+    # -- membership ----------------------------------------------------------------------
+
+    async def _admin(self, method: str, request: Any, timeout: float) -> Any:
+        """A membership call on the leader. NotLeaderError propagates: the caller
+        retries at the leader (also after this node handed leadership over)."""
+        membership = self.node.membership
+        try:
+            if method == "TransferLeader":
+                new_leader = await membership.transfer(request.target_id, timeout)
+                return kv_pb2.TransferLeaderResponse(new_leader_id=new_leader)
+            if method == "MemberAdd":
+                conf = await membership.add(request.id, request.peer_address, timeout)
+            elif method == "MemberPromote":
+                conf = await membership.promote(request.id, timeout)
+            elif method == "MemberDemote":
+                conf = await membership.demote(request.id, timeout)
+            else:
+                conf = await membership.remove(request.id, timeout)
+                return kv_pb2.MemberRemoveResponse(members=_members(conf))
+        except MembershipError as exc:
+            raise RequestError(grpc.StatusCode[exc.code], exc.message) from None
+        except LeadershipLost as exc:
+            raise RequestError(
+                grpc.StatusCode.ABORTED,
+                f"outcome unknown: {exc}; the change may still take effect (see MemberList)",
+            ) from None
+        response: Any = RESPONSE_TYPES[method](members=_members(conf))
+        server = conf.get(request.id)
+        if server is not None:
+            response.member.CopyFrom(_member(server))
+        return response
+
     # -- reads ---------------------------------------------------------------------------
 
     def read(self, method: str, request: Any) -> Any:
+        if method == "MemberList":
+            conf = self.node.raft.configuration
+            return kv_pb2.MemberListResponse(members=_members(conf))
         data = self.node.storage.data
         if method == "Get":
             with data.reader() as reader:
@@ -198,6 +258,28 @@ class Executor:
         if leader_id:
             return f"leader {leader_id} ({address}) did not answer within {timeout:.3f} s"
         return f"no leader: the cluster has not elected one within {timeout:.3f} s"
+
+
+def _check_admin(method: str, request: Any) -> None:
+    if method == "TransferLeader":
+        return
+    if request.id == 0:
+        raise InvalidArgument("member id must be positive")
+    if method == "MemberAdd":
+        host, sep, port = request.peer_address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidArgument(
+                f"peer address {request.peer_address!r} is not HOST:PORT (the member's --peer-addr)"
+            )
+
+
+def _member(server: Any) -> kv_pb2.Member:
+    role = kv_pb2.MemberRole.Name(int(server.role))  # the same numbers as raftcore's Role
+    return kv_pb2.Member(id=server.id, peer_address=server.address, role=role)
+
+
+def _members(conf: Configuration) -> list[kv_pb2.Member]:
+    return [_member(server) for server in conf]
 
 
 def _serialize(request: Any) -> bytes:

@@ -2,7 +2,8 @@
 
 Any member may receive a request (clients reach pods through a Service); a
 follower passes writes and linearizable reads to the leader over the peer
-port. All requests from one follower to one leader share a single long-lived
+port (membership changes as well: they run on the leader too). All
+requests from one follower to one leader share a single long-lived
 bidirectional stream (``Peer.Forward``), multiplexed by request id, so a
 forwarded request costs one stream message each way rather than a new call.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from kvstore.api.executor import REQUEST_TYPES, Executor, RequestError
+from kvstore.api.executor import READS, REQUEST_TYPES, Executor, RequestError
 from kvstore.node import NotLeaderError
 from kvstore.raft.v1 import peer_pb2, peer_pb2_grpc
 
@@ -53,9 +54,12 @@ class _Link:
         request_id = next(self._ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = (future, is_write)
+        # The leader's bound is a little shorter than ours, so that its own
+        # answer (which says what did not finish) arrives before we give up.
+        leader_timeout = max(timeout - max(0.02, timeout * 0.02), 0.001)
         await self._outbox.put(
             peer_pb2.ForwardRequest(
-                id=request_id, method=method, request=payload, timeout_seconds=timeout
+                id=request_id, method=method, request=payload, timeout_seconds=leader_timeout
             )
         )
         try:
@@ -135,7 +139,7 @@ class ForwardClient:
                 await link.close()
             link = _Link(address, self._metadata)
             self._links[address] = link
-        is_write = method not in ("Get", "Range")
+        is_write = method not in READS  # membership changes too: a lost answer is "unknown"
         return await link.request(method, payload, timeout, is_write)
 
     async def close(self) -> None:

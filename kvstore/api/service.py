@@ -19,6 +19,35 @@ log = logging.getLogger("kvstore.api")
 # Above the largest value (1 MiB by default) so that the size error is ours.
 MAX_MESSAGE_BYTES = 64 << 20
 VERSION = "0.1.0"
+#: Bound on a membership call whose client set no deadline. A catch-up copies
+#: the whole log or a snapshot, far more than --request-timeout allows for.
+ADMIN_TIMEOUT = 60.0
+
+
+async def run_request(
+    executor: Executor,
+    method: str,
+    request: Any,
+    context: grpc.aio.ServicerContext,
+    timeout: float,
+) -> Any:
+    """Run one call within ``timeout`` and the client's deadline; count it in the metrics."""
+    remaining = context.time_remaining()
+    if remaining is not None:
+        # Answer before the client gives up, so it learns what happened.
+        margin = max(0.05, remaining * 0.05)
+        timeout = min(timeout, max(remaining - margin, 0.001))
+    metrics = executor.node.metrics
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        return await executor.execute(method, request, timeout)
+    except RequestError as exc:
+        code = exc.code.name
+        await context.abort(exc.code, exc.message)
+    finally:
+        metrics.grpc_seconds.labels(method).observe(time.perf_counter() - started)
+        metrics.grpc_requests.labels(method, code).inc()
 
 
 class KVService(kv_pb2_grpc.KVServicer):
@@ -27,22 +56,7 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         timeout = self.executor.node.config.request_timeout
-        remaining = context.time_remaining()
-        if remaining is not None:
-            # Answer before the client gives up, so it learns what happened.
-            margin = max(0.05, remaining * 0.05)
-            timeout = min(timeout, max(remaining - margin, 0.001))
-        metrics = self.executor.node.metrics
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await self.executor.execute(method, request, timeout)
-        except RequestError as exc:
-            code = exc.code.name
-            await context.abort(exc.code, exc.message)
-        finally:
-            metrics.grpc_seconds.labels(method).observe(time.perf_counter() - started)
-            metrics.grpc_requests.labels(method, code).inc()
+        return await run_request(self.executor, method, request, context, timeout)
 
     async def Put(self, request: Any, context: Any) -> Any:
         return await self._run("Put", request, context)
@@ -77,12 +91,32 @@ class ClusterService(kv_pb2_grpc.ClusterServicer):
         return self.executor._fill_header(response)
 
     async def MemberList(self, request: Any, context: Any) -> Any:
-        node = self.executor.node
-        members = [
-            kv_pb2.Member(id=s.id, peer_address=s.address, role=int(s.role))
-            for s in node.raft.configuration
-        ]
-        return self.executor._fill_header(kv_pb2.MemberListResponse(members=members))
+        """Linearizable (the default): the leader's configuration, which includes
+        every change acknowledged before the call; serializable: this member's."""
+        timeout = self.executor.node.config.request_timeout
+        return await run_request(self.executor, "MemberList", request, context, timeout)
+
+    async def _admin(self, method: str, request: Any, context: Any) -> Any:
+        # The client's deadline (if any) bounds a membership call, not
+        # --request-timeout: catching a member up may take long.
+        remaining = context.time_remaining()
+        timeout = ADMIN_TIMEOUT if remaining is None else remaining
+        return await run_request(self.executor, method, request, context, timeout)
+
+    async def MemberAdd(self, request: Any, context: Any) -> Any:
+        return await self._admin("MemberAdd", request, context)
+
+    async def MemberRemove(self, request: Any, context: Any) -> Any:
+        return await self._admin("MemberRemove", request, context)
+
+    async def MemberPromote(self, request: Any, context: Any) -> Any:
+        return await self._admin("MemberPromote", request, context)
+
+    async def MemberDemote(self, request: Any, context: Any) -> Any:
+        return await self._admin("MemberDemote", request, context)
+
+    async def TransferLeader(self, request: Any, context: Any) -> Any:
+        return await self._admin("TransferLeader", request, context)
 
 
 async def start_client_server(executor: Executor, address: str) -> tuple[grpc.aio.Server, Any]:

@@ -6,12 +6,15 @@
     kvctl range PREFIX | range --from A --to B [--limit N] [--keys-only]
     kvctl cas KEY NEW --expect-value V | --expect-absent | --expect-mod-revision N
     kvctl status | member list          [-w json]
+    kvctl member add ID PEER_ADDR | member remove ID | member promote ID | member demote ID
+    kvctl move-leader ID     # 0: the most up-to-date voter
 
 Exit codes: 0 success; 1 the answer is "no" (``get`` of a missing key, a
 ``cas`` whose comparison failed), so scripts can branch on it; 2 an error
 (one line on stderr saying what went wrong). Keys and values are passed as
 UTF-8 text and printed as raw bytes. Global options may also follow the
-command (``kvctl status -w json``), as with etcdctl.
+command (``kvctl status -w json``), as with etcdctl. ``--timeout`` defaults to
+5 s, and to 60 s for membership changes: adding a member copies the data to it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from collections.abc import Callable, Sequence
 from kvstore.bench import add_arguments as add_bench_arguments
 from kvstore.bench import run as run_bench
 from kvstore.cli.output import Output, header_json, human_size, kv_json, table
-from kvstore.client import Client, KeyValue, KVError, Status, to_bytes
+from kvstore.client import Client, KeyValue, KVError, Member, MemberChange, Status, to_bytes
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7101"
 ENV_ENDPOINTS = "KVCTL_ENDPOINTS"
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+DEFAULT_TIMEOUT = 5.0
+ADMIN_TIMEOUT = 60.0  # membership changes: a catch-up copies the whole data set
 
 Handler = Callable[[Client, argparse.Namespace, Output], int]
 
@@ -54,8 +59,11 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=default(5.0),
-        help="seconds for the whole command, retries included (default 5)",
+        default=default(None),
+        help=(
+            f"seconds for the whole command, retries included (default {DEFAULT_TIMEOUT:g}; "
+            f"{ADMIN_TIMEOUT:g} for membership changes)"
+        ),
     )
     parser.add_argument(
         "-w",
@@ -115,10 +123,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     member = command("member", "cluster membership", cmd_member_list)
     member_commands = member.add_subparsers(dest="member_command", required=True)
-    member_list = member_commands.add_parser("list", help="list the members")
-    _global_options(member_list, suppress=True)
+
+    def member_command(
+        name: str, help: str, handler: Handler, admin: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = member_commands.add_parser(name, help=help, description=help)
+        _global_options(sub, suppress=True)
+        sub.set_defaults(handler=handler)
+        if admin:
+            sub.set_defaults(default_timeout=ADMIN_TIMEOUT)
+            sub.add_argument("id", type=_member_id, metavar="ID", help="the member's --id")
+        return sub
+
+    member_list = member_command("list", "list the members", cmd_member_list, admin=False)
     member_list.add_argument("--serializable", action="store_true", help="ask the local replica")
+    add = member_command(
+        "add",
+        "add a member: it joins as a stand-by, catches up, then becomes a voter",
+        cmd_member_add,
+    )
+    add.add_argument("peer_addr", metavar="PEER_ADDR", help="the new member's --peer-addr")
+    member_command(
+        "remove", "remove a member (the leader hands leadership over first)", cmd_member_remove
+    )
+    member_command("promote", "catch a stand-by up and make it a voter", cmd_member_promote)
+    member_command("demote", "make a voter a stand-by (keeps the data, no vote)", cmd_member_demote)
+
+    move = command("move-leader", "transfer leadership to member ID", cmd_move_leader)
+    move.set_defaults(default_timeout=ADMIN_TIMEOUT)
+    move.add_argument(
+        "id", type=_member_id_or_zero, metavar="ID", help="the new leader (0: the best voter)"
+    )
     return parser
+
+
+def _member_id(text: str) -> int:
+    value = _member_id_or_zero(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("a member id must be positive")
+    return value
+
+
+def _member_id_or_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a member id (a number)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a member id must be positive")
+    return value
 
 
 # -- commands -------------------------------------------------------------------
@@ -249,17 +302,63 @@ def cmd_member_list(client: Client, args: argparse.Namespace, out: Output) -> in
     result = client.member_list(serializable=args.serializable)
     leader = result.header.leader_id
     if args.write_out == "json":
-        members = [
-            {"id": m.id, "peer_address": m.peer_address, "role": m.role, "leader": m.id == leader}
-            for m in result.members
-        ]
+        members = [_member_json(m, leader) for m in result.members]
         out.json({"members": members, "header": header_json(result.header)})
     else:
-        lines = [
-            [str(m.id), m.peer_address, m.role, "yes" if m.id == leader else "no"]
-            for m in result.members
-        ]
-        out.line(table(["ID", "PEER ADDRESS", "ROLE", "LEADER"], lines))
+        out.line(_members_table(result.members, leader))
+    return EXIT_OK
+
+
+def _member_json(m: Member, leader: int) -> dict[str, object]:
+    return {"id": m.id, "peer_address": m.peer_address, "role": m.role, "leader": m.id == leader}
+
+
+def _members_table(members: Sequence[Member], leader: int) -> str:
+    lines = [
+        [str(m.id), m.peer_address, m.role, "yes" if m.id == leader else "no"] for m in members
+    ]
+    return table(["ID", "PEER ADDRESS", "ROLE", "LEADER"], lines)
+
+
+def _print_change(result: MemberChange, summary: str, args: argparse.Namespace, out: Output) -> int:
+    leader = result.header.leader_id
+    if args.write_out == "json":
+        member = _member_json(result.member, leader) if result.member is not None else None
+        members = [_member_json(m, leader) for m in result.members]
+        out.json({"member": member, "members": members, "header": header_json(result.header)})
+    else:
+        out.line(summary)
+        out.line(_members_table(result.members, leader))
+    return EXIT_OK
+
+
+def cmd_member_add(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.member_add(args.id, args.peer_addr)
+    summary = f"Member {args.id} added at {args.peer_addr}: caught up and promoted to voter"
+    return _print_change(result, summary, args, out)
+
+
+def cmd_member_remove(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.member_remove(args.id)
+    return _print_change(result, f"Member {args.id} removed", args, out)
+
+
+def cmd_member_promote(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.member_promote(args.id)
+    return _print_change(result, f"Member {args.id} is a voter", args, out)
+
+
+def cmd_member_demote(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.member_demote(args.id)
+    return _print_change(result, f"Member {args.id} is a stand-by", args, out)
+
+
+def cmd_move_leader(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.transfer_leader(args.id)
+    if args.write_out == "json":
+        out.json({"leader_id": result.leader_id, "header": header_json(result.header)})
+    else:
+        out.line(f"Leadership moved to member {result.leader_id}")
     return EXIT_OK
 
 
@@ -281,9 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Output()
     try:
-        if args.timeout <= 0:
-            raise _UsageError(f"--timeout must be positive, got {args.timeout}")
-        with Client(args.endpoints, timeout=args.timeout) as client:
+        timeout = args.timeout
+        if timeout is None:
+            timeout = getattr(args, "default_timeout", DEFAULT_TIMEOUT)
+        if timeout <= 0:
+            raise _UsageError(f"--timeout must be positive, got {timeout}")
+        with Client(args.endpoints, timeout=timeout) as client:
             code: int = args.handler(client, args, out)
             return code
     except KVError as exc:

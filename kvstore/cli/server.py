@@ -3,6 +3,11 @@
 Every flag also reads an environment variable (``--client-addr`` from
 ``KVSTORE_CLIENT_ADDR`` ...), so the same image runs anywhere (12-factor).
 The process exits 0 after a clean shutdown on SIGTERM or SIGINT.
+
+A new cluster starts from ``--initial-cluster`` on every member; a member
+added later starts with ``--join ENDPOINTS`` (client addresses of running
+members) and asks the cluster to add it (see kvstore.join). It exits 1 when
+it cannot join within ``--join-timeout``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from kvstore.join import JoinError, fetch_cluster_id, join, parse_endpoints, write_cluster_id
 from kvstore.node import NodeConfig, cluster_id_of, parse_initial_cluster
 from kvstore.node.config import DEFAULT_MAX_VALUE_SIZE
 from kvstore.storage import DEFAULT_MAP_SIZE
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("metrics-addr", "host:port for Prometheus metrics (empty: none)", "")
     flag("data-dir", "directory of this member's LMDB environment")
     flag("initial-cluster", "ID=PEER_ADDR,... of the members at bootstrap", "")
+    flag("join", "client endpoints HOST:PORT,... of a running cluster to join as a new member", "")
+    flag("join-timeout", "seconds to keep trying to join before exiting 1", "120", type=float)
     flag("election-timeout", "election timeout in ms", "1000", type=int)
     flag("heartbeat-interval", "heartbeat interval in ms", "100", type=int)
     flag("snapshot-count", "applied entries between snapshots", "10000", type=int)
@@ -81,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         metrics_addr=args.metrics_addr or None,
         data_dir=Path(args.data_dir),
         initial_cluster=parse_initial_cluster(args.initial_cluster or ""),
+        join=parse_endpoints(args.join or ""),
+        join_timeout=float(args.join_timeout),
         election_timeout_ms=int(args.election_timeout),
         heartbeat_interval_ms=int(args.heartbeat_interval),
         snapshot_count=int(args.snapshot_count),
@@ -98,24 +109,43 @@ def stored_cluster_id(config: NodeConfig) -> int:
     if path.exists():
         return int(path.read_text().strip())
     if not config.initial_cluster:
-        raise ValueError("new data directory: --initial-cluster is required to bootstrap")
+        raise ValueError(
+            "new data directory: --initial-cluster is required to bootstrap a new cluster "
+            "(or --join to join a running one)"
+        )
     cluster_id = cluster_id_of(config.initial_cluster)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{cluster_id}\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_cluster_id(config.data_dir, cluster_id)
     return cluster_id
+
+
+async def _learn_cluster_id(config: NodeConfig) -> None:
+    """A joining member with a new data directory takes the cluster's id."""
+    if (config.data_dir / "cluster_id").exists():
+        return
+    cluster_id = await fetch_cluster_id(config.join, config.join_timeout)
+    write_cluster_id(config.data_dir, cluster_id)
+    log.info("joining cluster %d through %s", cluster_id, ",".join(config.join))
 
 
 async def serve(config: NodeConfig) -> int:
     from kvstore.server import Server
 
-    server = Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    if config.join:
+        learning = asyncio.ensure_future(_learn_cluster_id(config))
+        await asyncio.wait({stopper, learning}, return_when=asyncio.FIRST_COMPLETED)
+        if not learning.done():
+            learning.cancel()
+            return 0
+        if isinstance(learning.exception(), JoinError):
+            log.critical("member %d cannot join: %s", config.id, learning.exception())
+            return 1
+        learning.result()
+    server = Server(config)
     await server.start()
     log.info(
         "member %d serving clients on %s, peers on %s",
@@ -123,11 +153,34 @@ async def serve(config: NodeConfig) -> int:
         config.client_addr,
         config.peer_addr,
     )
-    stopper = asyncio.ensure_future(stop.wait())
     assert server.node.fatal is not None
-    done, _ = await asyncio.wait({stopper, server.node.fatal}, return_when=asyncio.FIRST_COMPLETED)
-    code = 1 if server.node.fatal in done else 0
+    waits: set[asyncio.Future[Any]] = {stopper, server.node.fatal}
+    joining: asyncio.Future[None] | None = None
+    if config.join:
+        joining = asyncio.ensure_future(
+            join(
+                config.id,
+                config.peer_addr,
+                server.cluster_id,
+                config.join,
+                config.join_timeout,
+                lambda: server.node.raft.configuration.is_voter(config.id),
+            )
+        )
+        waits.add(joining)
+    code = 0
+    while code == 0 and not stopper.done():
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if server.node.fatal in done:
+            code = 1
+        elif joining is not None and joining in done:
+            waits.discard(joining)
+            if joining.exception() is not None:
+                log.critical("member %d cannot join: %s", config.id, joining.exception())
+                code = 1
     stopper.cancel()
+    if joining is not None and not joining.done():
+        joining.cancel()
     log.info("member %d shutting down", config.id)
     await server.stop()
     log.info("member %d stopped", config.id)
@@ -145,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        stored_cluster_id(config)
+        if not config.join:
+            stored_cluster_id(config)
     except (ValueError, OSError) as exc:
         parser.exit(2, f"kvstore: {exc}\n")
     profile_path = os.environ.get("KVSTORE_PROFILE")  # developers: cProfile the member

@@ -44,6 +44,9 @@ class NodeConfig:
     peer_addr: str
     data_dir: Path
     initial_cluster: dict[int, str] = field(default_factory=dict)
+    # Client endpoints of a running cluster to join (instead of initial_cluster).
+    join: list[str] = field(default_factory=list)
+    join_timeout: float = 120.0
     metrics_addr: str | None = None
     election_timeout_ms: int = 1000
     heartbeat_interval_ms: int = 100
@@ -67,6 +70,11 @@ class NodeConfig:
             raise ValueError(f"--id must be positive, got {self.id}")
         if self.initial_cluster and self.id not in self.initial_cluster:
             raise ValueError(f"--id {self.id} is not in --initial-cluster")
+        if self.initial_cluster and self.join:
+            raise ValueError(
+                "--join and --initial-cluster exclude each other: a new cluster is "
+                "bootstrapped from --initial-cluster, a member joins a running one with --join"
+            )
         if self.capacity_threshold == 0:
             self.capacity_threshold = max(4 << 20, 4 * self.max_value_size)
 

@@ -23,6 +23,7 @@ from typing import Any
 from kvstore.fsm import ProtobufCodec
 from kvstore.metrics import NodeMetrics
 from kvstore.node.config import NodeConfig
+from kvstore.node.membership import Membership, removed_members
 from kvstore.node.outbox import Outbox
 from kvstore.node.snapshots import SnapshotManager
 from kvstore.node.waiters import (
@@ -85,6 +86,11 @@ class Node:
         self.applied_index = 0
         self.applied_conf: tuple[Configuration, int] = (Configuration(), 0)
         self.leader_changes = 0
+        self.membership = Membership(self)
+        # Ids removed by a configuration change this node has seen: their messages are refused.
+        self.removed: set[int] = set()
+        self.last_heard: dict[int, float] = {}  # peer id -> loop time of its last message
+        self._leader_known = 0
         self.committed_entries = 0
         self.peer_server_stats: Any = None  # set by the server: refused peer frames
         self.metrics = NodeMetrics()
@@ -121,7 +127,7 @@ class Node:
         self.committer = GroupCommitter(self.storage, loop=self._loop)
         self.committer.start()
         state = self.storage.load()
-        if state.last_index == 0 and state.snapshot is None:
+        if state.last_index == 0 and state.snapshot is None and self.config.initial_cluster:
             self._bootstrap()
             state = self.storage.load()
         entries: list[Entry] = []
@@ -129,6 +135,15 @@ class Node:
             entries.extend(batch)
         self.applied_index = state.applied_index
         self.applied_conf = self._conf_at(state.applied_index, state.snapshot, entries, state)
+        history, since = [], 0
+        if state.snapshot is not None:
+            history, since = [state.snapshot.configuration], state.snapshot.configuration_index
+        history += [
+            Configuration.decode(entry.data)
+            for offset, entry in enumerate(entries)
+            if entry.type == EntryType.CHANGE and state.start_index + offset > since
+        ]
+        self.removed = removed_members(history)
         self._account_entries(state.start_index, entries)
         event = Event.start(
             self.now(),
@@ -185,9 +200,12 @@ class Node:
         }
 
     def _bootstrap(self) -> None:
-        """First start: the initial configuration is entry 1 of term 1 on every member."""
-        if not self.config.initial_cluster:
-            raise RuntimeError("empty data directory and no --initial-cluster to bootstrap from")
+        """First start: the initial configuration is entry 1 of term 1 on every member.
+
+        Without --initial-cluster (a member joining a running cluster) there is
+        nothing to bootstrap: it starts with an empty configuration, does not
+        campaign, and waits for the leader that adds it to send it the log.
+        """
         conf = Configuration(
             Server(i, address, Role.VOTER)
             for i, address in sorted(self.config.initial_cluster.items())
@@ -277,6 +295,15 @@ class Node:
                 self.reads.ready(read_id, index)
         if flags & UpdateFlags.TIMEOUT or self._timer is None:
             self._arm_timer()
+        leader_id = self.raft.leader[0]
+        if leader_id != self._leader_known:
+            # Also without a STATE change: a follower learns a new leader from its
+            # first AppendEntries, and a request waiting for a leader goes on then.
+            self._leader_known = leader_id
+            if leader_id:
+                self.leader_event.set()
+            else:
+                self.leader_event.clear()
         for hook in self.on_update_hooks:
             hook(update)
 
@@ -362,7 +389,9 @@ class Node:
     def receive(self, messages: list[Message]) -> None:
         """Messages from a peer (the transport checked cluster and sender)."""
         now = self.now()
+        heard_at = self._loop.time() if self._loop is not None else 0.0
         for message in messages:
+            self.last_heard[message.server_id] = heard_at
             if message.type == 2:  # AppendEntriesResult: a round trip ends
                 sent = self._rtt_sent.pop(message.server_id, None)
                 if sent is not None:
@@ -375,7 +404,18 @@ class Node:
                 log.warning("refused a message from %d: %s", message.server_id, exc)
 
     def accepts_from(self, server_id: int) -> bool:
-        return server_id in self.raft.configuration or server_id in self.config.initial_cluster
+        """Members, and unknown ids only while this node does not vote: a member
+        that is joining (its configuration is empty) or a stand-by may hear from a
+        leader added by entries it has not received yet. A voter refuses strangers
+        (a bogus vote could unseat it); everyone refuses members it saw removed."""
+        configuration = self.raft.configuration
+        if server_id in configuration:
+            return True
+        if server_id in self.removed:
+            return False
+        return server_id in self.config.initial_cluster or not configuration.is_voter(
+            self.config.id
+        )
 
     def _on_state_change(self) -> None:
         state = self.raft.state
@@ -385,10 +425,6 @@ class Node:
         elif self.proposals or self.reads.forming:
             self.proposals.fail_all(LeadershipLost("leadership lost before the write committed"))
             self.reads.fail_all(NotLeaderError("leadership lost before the read was confirmed"))
-        if self.raft.leader[0]:
-            self.leader_event.set()
-        else:
-            self.leader_event.clear()
 
     def _die(self, reason: str, exc: BaseException) -> None:
         log.critical("node %d stops: %s", self.config.id, reason)
@@ -506,6 +542,10 @@ class Node:
         for offset, result in enumerate(results):
             self.proposals.applied(first + offset, terms[offset], result)
         if changes:
+            history = [self.applied_conf[0]] + [conf for _, conf in changes]
+            self.removed = (self.removed | removed_members(history)) - {
+                s.id for s in changes[-1][1]
+            }
             index, conf = changes[-1]
             self.applied_conf = (conf, index)
             if self.transport is not None:

@@ -270,7 +270,11 @@ class KV:
 
 
 class ClusterStub:
-    """Cluster administration.
+    """Cluster administration. The membership calls run on the leader (any member
+    forwards them), change one member at a time, and return once the change is
+    committed and applied by the leader. They are idempotent where the request
+    says what the end state is (MemberAdd, MemberPromote, MemberDemote), so a
+    client may retry them after UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED.
     """
 
     def __init__(self, channel):
@@ -289,10 +293,39 @@ class ClusterStub:
                 request_serializer=kvstore_dot_v1_dot_kv__pb2.MemberListRequest.SerializeToString,
                 response_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberListResponse.FromString,
                 _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberAdd',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberAddResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberRemove',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberRemoveResponse.FromString,
+                _registered_method=True)
+        self.MemberPromote = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberPromote',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.MemberPromoteRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberPromoteResponse.FromString,
+                _registered_method=True)
+        self.MemberDemote = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberDemote',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.MemberDemoteRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberDemoteResponse.FromString,
+                _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/kvstore.v1.Cluster/TransferLeader',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
-    """Cluster administration.
+    """Cluster administration. The membership calls run on the leader (any member
+    forwards them), change one member at a time, and return once the change is
+    committed and applied by the leader. They are idempotent where the request
+    says what the end state is (MemberAdd, MemberPromote, MemberDemote), so a
+    client may retry them after UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED.
     """
 
     def Status(self, request, context):
@@ -302,7 +335,54 @@ class ClusterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MemberList(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """LINEARIZABLE (default): the leader's configuration; SERIALIZABLE: this member's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberAdd(self, request, context):
+        """Adds a member: it joins as STANDBY, is caught up with the leader's log in
+        CATCH_UP rounds, then is promoted to VOTER; returns when it is a voter.
+        Errors: INVALID_ARGUMENT (id 0, empty address), ALREADY_EXISTS (the id
+        with another address, or the address used by another member),
+        FAILED_PRECONDITION (catch-up aborted: the new member cannot keep up; it
+        stays a stand-by), DEADLINE_EXCEEDED (not caught up in time; it stays a
+        stand-by and a retry continues), UNAVAILABLE (no leader, or another
+        change is still uncommitted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Removes a member. The leader removing itself first transfers leadership
+        to the most up-to-date voter, and the new leader removes it. NOT_FOUND
+        when the id is not a member; FAILED_PRECONDITION for the last voter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberPromote(self, request, context):
+        """A stand-by (or spare) is caught up, then made a voter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberDemote(self, request, context):
+        """A voter becomes a stand-by (it keeps receiving the log but does not vote).
+        The leader demoting itself first transfers leadership.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeader(self, request, context):
+        """Moves leadership to target_id (0: the most up-to-date voter); returns the
+        new leader once it leads.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -320,6 +400,31 @@ def add_ClusterServicer_to_server(servicer, server):
                     request_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberListRequest.FromString,
                     response_serializer=kvstore_dot_v1_dot_kv__pb2.MemberListResponse.SerializeToString,
             ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberAddRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.MemberAddResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.MemberRemoveResponse.SerializeToString,
+            ),
+            'MemberPromote': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberPromote,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberPromoteRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.MemberPromoteResponse.SerializeToString,
+            ),
+            'MemberDemote': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberDemote,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.MemberDemoteRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.MemberDemoteResponse.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'kvstore.v1.Cluster', rpc_method_handlers)
@@ -329,7 +434,11 @@ def add_ClusterServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cluster:
-    """Cluster administration.
+    """Cluster administration. The membership calls run on the leader (any member
+    forwards them), change one member at a time, and return once the change is
+    committed and applied by the leader. They are idempotent where the request
+    says what the end state is (MemberAdd, MemberPromote, MemberDemote), so a
+    client may retry them after UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED.
     """
 
     @staticmethod
@@ -376,6 +485,141 @@ class Cluster:
             '/kvstore.v1.Cluster/MemberList',
             kvstore_dot_v1_dot_kv__pb2.MemberListRequest.SerializeToString,
             kvstore_dot_v1_dot_kv__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberAdd',
+            kvstore_dot_v1_dot_kv__pb2.MemberAddRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.MemberAddResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberRemove',
+            kvstore_dot_v1_dot_kv__pb2.MemberRemoveRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.MemberRemoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberPromote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberPromote',
+            kvstore_dot_v1_dot_kv__pb2.MemberPromoteRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.MemberPromoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberDemote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberDemote',
+            kvstore_dot_v1_dot_kv__pb2.MemberDemoteRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.MemberDemoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/TransferLeader',
+            kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,7 @@ class Store:
         self.kvs: dict[bytes, kv_pb2.KeyValue] = {}
         self.revision = 0
         self.sessions: dict[int, tuple[int, Any]] = {}
+        self.members: dict[int, tuple[str, int]] = {i: (f"peer{i}", kv_pb2.VOTER) for i in (1, 2)}
 
 
 class FakeMember(kv_pb2_grpc.KVServicer, kv_pb2_grpc.ClusterServicer):
@@ -186,8 +187,43 @@ class FakeMember(kv_pb2_grpc.KVServicer, kv_pb2_grpc.ClusterServicer):
         )
 
     def _MemberList(self, r: Any) -> Any:
-        members = [kv_pb2.Member(id=i, peer_address=f"peer{i}", role=kv_pb2.VOTER) for i in (1, 2)]
-        return kv_pb2.MemberListResponse(header=self._header(), members=members)
+        return kv_pb2.MemberListResponse(header=self._header(), members=self._members())
+
+    def _members(self) -> list[kv_pb2.Member]:
+        return [
+            kv_pb2.Member(id=i, peer_address=address, role=role)
+            for i, (address, role) in sorted(self.store.members.items())
+        ]
+
+    def _change(self, response_type: Any, member_id: int, role: int | None) -> Any:
+        """Membership without Raft: set the role (None: remove); the real thing is
+        tested against ``kvstore serve`` in tests/integration/test_membership.py."""
+        members = self.store.members
+        if role is None:
+            members.pop(member_id, None)
+        else:
+            members[member_id] = (members.get(member_id, (f"peer{member_id}", 0))[0], role)
+        response = response_type(header=self._header(), members=self._members())
+        if role is not None:
+            response.member.CopyFrom(next(m for m in self._members() if m.id == member_id))
+        return response
+
+    def _MemberAdd(self, r: Any) -> Any:
+        self.store.members[r.id] = (r.peer_address, kv_pb2.STANDBY)
+        return self._change(kv_pb2.MemberAddResponse, r.id, kv_pb2.VOTER)
+
+    def _MemberRemove(self, r: Any) -> Any:
+        return self._change(kv_pb2.MemberRemoveResponse, r.id, None)
+
+    def _MemberPromote(self, r: Any) -> Any:
+        return self._change(kv_pb2.MemberPromoteResponse, r.id, kv_pb2.VOTER)
+
+    def _MemberDemote(self, r: Any) -> Any:
+        return self._change(kv_pb2.MemberDemoteResponse, r.id, kv_pb2.STANDBY)
+
+    def _TransferLeader(self, r: Any) -> Any:
+        self.leader_id = r.target_id or 2
+        return kv_pb2.TransferLeaderResponse(header=self._header(), new_leader_id=self.leader_id)
 
 
 def _bind(method: str) -> Any:
@@ -197,7 +233,10 @@ def _bind(method: str) -> Any:
     return handler
 
 
-for _method in ("Put", "Get", "Delete", "Range", "CompareAndSwap", "Status", "MemberList"):
+for _method in (
+    "Put", "Get", "Delete", "Range", "CompareAndSwap", "Status", "MemberList",
+    "MemberAdd", "MemberRemove", "MemberPromote", "MemberDemote", "TransferLeader",
+):  # fmt: skip
     setattr(FakeMember, _method, _bind(_method))
 
 

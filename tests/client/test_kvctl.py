@@ -234,3 +234,40 @@ def test_no_endpoint_answered(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--timeout", "0", "get", "k"]) == 2
     assert capsys.readouterr().err == "kvctl: --timeout must be positive, got 0.0\n"
+
+
+def test_member_changes_and_move_leader(kvctl: Run, members: list[FakeMember]) -> None:
+    code, out, _ = kvctl("member", "add", "3", "127.0.0.1:7203")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "Member 3 added at 127.0.0.1:7203: caught up and promoted to voter"
+    assert lines[-1].split() == ["3", "127.0.0.1:7203", "VOTER", "no"]
+    code, out, _ = kvctl("member", "demote", "3", "-w", "json")
+    doc = json.loads(out)
+    assert doc["member"] == {
+        "id": 3, "peer_address": "127.0.0.1:7203", "role": "STANDBY", "leader": False,
+    }  # fmt: skip
+    assert kvctl("member", "promote", "3")[1].startswith("Member 3 is a voter\n")
+    code, out, _ = kvctl("member", "remove", "3", "-w", "json")
+    assert code == 0 and json.loads(out)["member"] is None
+    assert [m["id"] for m in json.loads(out)["members"]] == [1, 2]
+    assert kvctl("move-leader", "2") == (0, "Leadership moved to member 2\n", "")
+    assert [m for m, _ in members[0].calls] == [
+        "MemberAdd", "MemberDemote", "MemberPromote", "MemberRemove", "TransferLeader",
+    ]  # fmt: skip
+
+
+def test_member_commands_check_their_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["member", "remove", "0"])
+    assert "a member id must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["move-leader", "x"])
+    assert "'x' is not a member id" in capsys.readouterr().err
+
+
+def test_membership_changes_have_a_longer_default_timeout() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["member", "add", "4", "h:1"]).default_timeout == 60.0
+    assert parser.parse_args(["member", "add", "4", "h:1", "--timeout", "3"]).timeout == 3.0
+    assert not hasattr(parser.parse_args(["get", "k"]), "default_timeout")

@@ -248,3 +248,25 @@ def test_a_member_dying_mid_write_makes_the_outcome_unknown() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_membership_change_retries_unavailable_but_not_the_servers_deadline(
+    members: list[FakeMember],
+) -> None:
+    members[0].script = [Fail(C.UNAVAILABLE, "no leader")]
+    with Client([m.address for m in members], timeout=5) as client:
+        assert client.member_add(3, "peer3:1").member is not None
+        assert [m for m, _ in members[1].calls] == ["MemberAdd"]  # the retry went on there
+        members[1].script = [Fail(C.DEADLINE_EXCEEDED, "member 4 (peer4:1) did not catch up")]
+        with pytest.raises(Timeout) as failed:
+            client.member_add(4, "peer4:1")
+    assert failed.value.message == "member 4 (peer4:1) did not catch up"
+    assert [m for m, _ in members[0].calls] == ["MemberAdd"]  # not retried elsewhere
+
+
+def test_a_membership_call_may_take_the_whole_timeout(members: list[FakeMember]) -> None:
+    """Two endpoints give a read half the timeout per attempt; a catch-up needs all of it."""
+    members[0].script = [Delay(1.2)]
+    with Client([m.address for m in members], timeout=2) as client:
+        assert client.transfer_leader(2).leader_id == 2
+    assert [m for m, _ in members[1].calls] == []

@@ -1,0 +1,164 @@
+"""``kvstore serve --join ENDPOINTS``: a new member asks a running cluster to add it.
+
+The steps, and why in this order:
+
+1. Before the node starts, learn the cluster id from the endpoints (every
+   response header carries it) and store it beside the data, where a
+   bootstrapped member keeps its own: peers refuse frames of another cluster,
+   so the new member must speak with the cluster's id from its first message.
+2. The node starts with an empty configuration (there is no
+   ``--initial-cluster`` to bootstrap from): it does not campaign, and it
+   accepts the leader's messages although it knows no member yet
+   (``Node.accepts_from`` refuses only removed members).
+3. MemberAdd(id, peer address) on the endpoints, any of which forwards it to
+   the leader: the leader adds the member as a stand-by and starts sending it
+   the log at once, catches it up in CATCH_UP rounds, and promotes it. The
+   call returns when the member is a voter.
+
+MemberAdd is idempotent, so every failure that may pass (no leader yet, an
+endpoint down, a catch-up that timed out or was aborted while the new member
+was still loading a snapshot) is retried, on the next endpoint, until
+``--join-timeout``. A restart with the same flags (a Kubernetes pod) skips
+the join when the member already votes and resumes it otherwise. Everything
+here is asyncio, so SIGTERM cancels a join in progress at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from kvstore.client import CHANNEL_OPTIONS
+from kvstore.v1 import kv_pb2, kv_pb2_grpc
+
+log = logging.getLogger("kvstore.join")
+
+_BACKOFF_INITIAL = 0.2
+_BACKOFF_MAX = 2.0
+_PROBE_TIMEOUT = 2.0
+#: Codes that no retry can change: the request itself is wrong for this cluster.
+_FINAL = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+class JoinError(Exception):
+    """Joining failed for good; the message says why and what to do."""
+
+
+def parse_endpoints(text: str) -> list[str]:
+    return [e.strip() for e in text.split(",") if e.strip()]
+
+
+def write_cluster_id(data_dir: Path, cluster_id: int) -> None:
+    """Store the cluster id durably (temporary file, fsync, rename)."""
+    path = data_dir / "cluster_id"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{cluster_id}\n")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+async def fetch_cluster_id(endpoints: Sequence[str], timeout: float) -> int:
+    """The cluster id in the first response header from ``endpoints``.
+
+    A serializable MemberList is answered by any member, with or without a
+    leader, so a cluster that is electing one still tells its id.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failures: dict[str, str] = {}
+    backoff = _BACKOFF_INITIAL
+    request = kv_pb2.MemberListRequest(consistency=kv_pb2.SERIALIZABLE)
+    while True:
+        for endpoint in endpoints:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+                stub = kv_pb2_grpc.ClusterStub(channel)
+                try:
+                    response = await stub.MemberList(
+                        request, timeout=min(_PROBE_TIMEOUT, remaining)
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    failures[endpoint] = f"{exc.code().name}: {exc.details()}"
+                    continue
+            if response.header.cluster_id:
+                return int(response.header.cluster_id)
+            failures[endpoint] = "answered without a cluster id"
+        if deadline - loop.time() <= 0:
+            summary = "; ".join(f"{e}: {r}" for e, r in failures.items()) or "no attempt"
+            raise JoinError(
+                f"cannot learn the cluster id from --join {','.join(endpoints)} "
+                f"within {timeout:g} s ({summary})"
+            )
+        await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0)))
+        backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+async def join(
+    member_id: int,
+    peer_address: str,
+    cluster_id: int,
+    endpoints: Sequence[str],
+    timeout: float,
+    is_voter: Callable[[], bool],
+) -> None:
+    """Ask the cluster to add this member; return once it is a voter (or raise JoinError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failures: dict[str, str] = {}
+    backoff = _BACKOFF_INITIAL
+    request = kv_pb2.MemberAddRequest(id=member_id, peer_address=peer_address)
+    while True:
+        if is_voter():
+            log.info("member %d is a voter already: nothing to join", member_id)
+            return
+        for endpoint in endpoints:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            log.info("asking %s to add member %d (%s)", endpoint, member_id, peer_address)
+            async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+                stub = kv_pb2_grpc.ClusterStub(channel)
+                try:
+                    response = await stub.MemberAdd(request, timeout=remaining)
+                except grpc.aio.AioRpcError as exc:
+                    reason = f"{exc.code().name}: {exc.details()}"
+                    if exc.code() in _FINAL:
+                        raise JoinError(
+                            f"{endpoint} refused to add member {member_id} at {peer_address}: "
+                            f"{reason}"
+                        ) from None
+                    failures[endpoint] = reason
+                    log.warning("joining through %s failed: %s; trying again", endpoint, reason)
+                    continue
+            if response.header.cluster_id != cluster_id:
+                raise JoinError(
+                    f"{endpoint} belongs to cluster {response.header.cluster_id}, "
+                    f"but this member's data directory is for cluster {cluster_id}"
+                )
+            roles = {m.id: kv_pb2.MemberRole.Name(m.role) for m in response.members}
+            log.info("member %d joined the cluster as a voter: members %s", member_id, roles)
+            return
+        if deadline - loop.time() <= 0:
+            summary = "; ".join(f"{e}: {r}" for e, r in failures.items()) or "no attempt"
+            raise JoinError(
+                f"member {member_id} was not added within --join-timeout {timeout:g} s "
+                f"({summary}); MemberAdd is idempotent: restarting retries it"
+            )
+        await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0)))
+        backoff = min(backoff * 2, _BACKOFF_MAX)
