@@ -94,6 +94,20 @@ def recv_install_snapshot(r: Raft, message: Message) -> None:
     if r.installing is not None:
         r.trace("recv install snapshot from %d: already installing one -> ignore", sender)
         return
+    if args.last_index <= r.commit_index:
+        # Everything up to there is committed here, so it is the leader's too;
+        # installing it would take the state machine back (the simulator found
+        # a follower that had compacted past an older leader snapshot).
+        known = min(r.commit_index, r.log.persisted)
+        r.trace(
+            "recv install snapshot from %d at %d: committed here already -> ack %d",
+            sender,
+            args.last_index,
+            known,
+        )
+        r.match_bound = max(r.match_bound, known)
+        replication.reply(r, message, rejected=0, last_index=known)
+        return
     if r.log.term_of(args.last_index) == args.last_term:
         r.trace("recv install snapshot from %d: log already has index %d", sender, args.last_index)
         r.match_bound = max(r.match_bound, args.last_index)

@@ -341,3 +341,34 @@ def test_start_with_a_gap_after_the_snapshot_is_invalid() -> None:
         raise AssertionError("START with a gap after the snapshot was accepted")
     assert r.last_index == 0
     assert len(r.configuration) == 0
+
+
+def test_snapshot_older_than_the_followers_commit_is_acknowledged_not_installed() -> None:
+    # Found by the simulator (seed 350): a follower that has committed and
+    # compacted past a leader's older snapshot must not install it (that would
+    # take its state machine back); it acknowledges what it has instead.
+    from raftcore import InstallSnapshot, UpdateFlags
+
+    c = leader_cluster(3)
+    for i in range(6):
+        c.submit(1, b"x%d" % i)
+    c.settle()
+    c.heartbeat()
+    follower = c.raft(2)
+    commit = follower.commit_index
+    assert commit >= 7
+    c.take_snapshot(2, trailing=0)
+    assert follower.log.snapshot_index == commit
+
+    old = InstallSnapshot(
+        term=c.raft(1).current_term,
+        last_index=3,
+        last_term=c.raft(1).log.term_of(3) or 0,
+        conf=follower.configuration,
+        conf_index=1,
+    )
+    update = c.send(1, 2, old)
+    assert not update.flags & UpdateFlags.SNAPSHOT
+    assert follower.commit_index == commit and follower.log.snapshot_index == commit
+    acks = [m.payload for m in update.messages if m.server_id == 1]
+    assert acks and acks[-1].rejected == 0 and acks[-1].last_log_index == commit
