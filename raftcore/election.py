@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from raftcore import convert, quorum
+from raftcore.configuration import Configuration
 from raftcore.messages import Message, RequestVote, RequestVoteResult, TimeoutNow
 from raftcore.types import State
 
@@ -22,7 +23,7 @@ def follower_tick(r: Raft) -> None:
     """TIMEOUT on a follower or candidate: start an election when its timer has run out."""
     if r.now < r.election_deadline:
         return
-    if not r.configuration.is_voter(r.id):
+    if not r.configuration.is_voter(r.id) and not _voter_before_pending_change(r):
         r.trace("election timeout but not a voter -> stay follower")
         if r.leader_id:
             r.trace("no news from leader %d -> forget it", r.leader_id)
@@ -32,6 +33,27 @@ def follower_tick(r: Raft) -> None:
         return
     r.trace("election timeout in state %s -> start election", r.state.name)
     start_election(r, disrupt_leader=False)
+
+
+def _voter_before_pending_change(r: Raft) -> bool:
+    """Whether an uncommitted change (not known committed here) took our vote away.
+
+    Such a server may hold the only log that can win (it has the change);
+    if it never campaigned, the cluster could be stuck (dissertation 4.2.2:
+    a server left out of its latest configuration still campaigns until it
+    knows that configuration committed). Its own vote is not counted.
+    """
+    pending = r.configuration_pending_index
+    if not pending or r.commit_index >= pending:
+        return False
+    found = r.log.last_change_before(pending)
+    if found is not None:
+        previous = Configuration.decode(found[1].data)
+    elif r.snapshot_metadata is not None:
+        previous = r.snapshot_metadata.configuration
+    else:
+        return False
+    return previous.is_voter(r.id)
 
 
 def start_election(r: Raft, disrupt_leader: bool) -> None:
@@ -115,9 +137,10 @@ def _decide_vote(r: Raft, args: RequestVote) -> bool:
         return False
     if args.term > r.current_term and not args.pre_vote:
         convert.bump_term(r, args.term)
-    if not r.configuration.is_voter(r.id):
-        r.trace("recv request %s from %d: local server is not a voter -> reject", kind, candidate)
-        return False
+    # Not checked: whether we are a voter ourselves. The candidate counts only
+    # the voters of its configuration, and a stand-by promoted by an entry it
+    # has not received yet must still be able to vote (as etcd's learners):
+    # the simulator found the cluster stuck otherwise.
     if not args.pre_vote and r.voted_for not in (0, candidate):
         r.trace("recv request vote from %d: already voted for %d -> reject", candidate, r.voted_for)
         return False

@@ -87,6 +87,9 @@ def sync_progress(r: Raft) -> None:
     wanted = {s.id for s in r.configuration if s.id != r.id and s.role != Role.SPARE}
     for server_id in list(r.progress):
         if server_id not in wanted and not r.configuration_pending_index:
+            # A last AppendEntries tells it the removal committed, so that it
+            # stops campaigning (see election._voter_before_pending_change).
+            replication.replicate(r, server_id, r.progress[server_id])
             del r.progress[server_id]
             r.catch_up_states.pop(server_id, None)
     for server in r.configuration:

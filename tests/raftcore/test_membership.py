@@ -252,16 +252,18 @@ def test_non_voters_never_start_elections() -> None:
         assert c.sent(i) == []
 
 
-def test_standby_does_not_grant_votes() -> None:
+def test_candidate_asks_only_voters_but_a_standby_answers() -> None:
+    # A stand-by promoted by an entry it has not received yet may be needed as
+    # a voter (the simulator found a cluster stuck otherwise), so it answers
+    # on the log alone, as etcd's learners do; candidates count only voters.
     c = ExtCluster(3, roles={3: Role.STANDBY})
     c.fire_timeout(1)
 
-    # Candidate 1 asks voter 2 only; a hand-made request to stand-by 3 is refused.
     assert [e.dst for e in c.in_flight(src=1, kind=RequestVote)] == [2]
     c.send(1, 3, RequestVote(term=2, candidate_id=1, last_log_index=1, last_log_term=1))
 
-    assert c.sent(3, dst=1, kind=RequestVoteResult)[-1].vote_granted is False
-    assert c.raft(3).voted_for == 0
+    assert c.sent(3, dst=1, kind=RequestVoteResult)[-1].vote_granted is True
+    assert c.raft(3).voted_for == 1
 
 
 def test_vote_of_a_non_voter_does_not_count() -> None:
@@ -362,7 +364,9 @@ def test_removed_server_learns_of_its_removal_and_stops_starting_elections() -> 
     c = leader_cluster(3)
     index = c.change(1, c.without(3))
     c.settle()
+    c.heartbeat()  # 3 learns that its removal committed
     assert c.raft(3).last_index == index
+    assert c.raft(3).commit_index >= index
     assert c.raft(3).role is None
     sent = len(c.sent(3))
 
@@ -408,3 +412,20 @@ def test_rollback_to_a_committed_configuration_does_not_block_later_changes() ->
     assert c.leaders() == [2]
     c.change(2, c.with_role(8, Role.STANDBY, base=2))
     assert c.raft(2).configuration.get(8) is not None
+
+
+def test_server_removed_by_an_uncommitted_change_still_campaigns() -> None:
+    # It may hold the only log that can win (dissertation 4.2.2): until it
+    # knows its removal committed, it keeps starting elections.
+    c = leader_cluster(3)
+    index = c.change(1, c.without(3))
+    c.deliver(src=1, dst=3)
+    c.drop()
+    assert c.raft(3).last_index == index
+    assert c.raft(3).role is None
+    assert c.raft(3).commit_index < index
+
+    c.fire_timeout(3)
+
+    assert c.raft(3).state == State.CANDIDATE
+    assert c.in_flight(src=3, kind=RequestVote)

@@ -20,6 +20,7 @@ from raftcore import (
     Entry,
     EntryType,
     Event,
+    InstallSnapshot,
     Message,
     RaftError,
     Role,
@@ -47,6 +48,7 @@ class Options:
     election_timeout: int = 1000
     heartbeat_timeout: int = 100
     max_inflight_entries: int = 32
+    install_snapshot_timeout: int = 30000
     disk_min_delay: int = 1
     disk_max_delay: int = 15
     max_steps: int = 3_000_000  # a run stepping more than this is livelocked
@@ -57,6 +59,7 @@ class Options:
             "heartbeat_timeout": self.heartbeat_timeout,
             "pre_vote": self.pre_vote,
             "max_inflight_entries": self.max_inflight_entries,
+            "install_snapshot_timeout": self.install_snapshot_timeout,
         }
 
 
@@ -91,11 +94,20 @@ class Cluster:
         bootstrap = [Entry(1, EntryType.CHANGE, conf.encode())]
         self.nodes: dict[int, Node] = {}
         for i in ids:
-            disk = Disk(
-                derived_rng(seed, f"disk{i}"), options.disk_min_delay, options.disk_max_delay
-            )
+            self.add_node(i, bootstrap)
+
+    def add_node(self, server_id: int, bootstrap: Sequence[Entry] = ()) -> Node:
+        """A server with a fresh disk (empty: it joins when a configuration names it)."""
+        options = self.options
+        disk = Disk(
+            derived_rng(self.seed, f"disk{server_id}"),
+            options.disk_min_delay,
+            options.disk_max_delay,
+        )
+        if bootstrap:
             disk.bootstrap(1, 0, bootstrap)
-            self.nodes[i] = Node(self, i, disk)
+        node = self.nodes[server_id] = Node(self, server_id, disk)
+        return node
 
     def raft_seed(self, server_id: int, life: int) -> int:
         return derived_rng(self.seed, f"raft{server_id}:{life}").getrandbits(32)
@@ -155,6 +167,8 @@ class Cluster:
             payload = replace(payload, entries=tuple(payload.entries))
         elif type(payload) is AppendEntriesResult and not payload.rejected:
             node.check_acknowledged(payload.last_log_index)
+        elif type(payload) is InstallSnapshot:
+            payload = node.fill_snapshot(payload)
         for delay in self.network.delays(node.id, dst):
             self.schedule(self.now + delay, self._deliver, node.id, dst, payload)
 

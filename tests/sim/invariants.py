@@ -27,10 +27,14 @@ they compare raftcore's words with the simulated disks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from raftcore import Entry
 from tests.sim.log import Log
 from tests.sim.trace import Trace
+
+if TYPE_CHECKING:
+    from tests.sim.app import Snapshot
 
 REPLAY = "python -m tests.sim.run --seed {seed} -v"
 
@@ -63,6 +67,13 @@ class Observer:
 
     def crashed(self, server_id: int) -> None:
         """The server lost its memory (a new life starts at restart)."""
+
+    def snapshot(self, server_id: int, how: str, snapshot: Snapshot, applied: int) -> None:
+        """The application ``how`` ("took", "installed", "restored") ``snapshot``;
+        it had applied up to ``applied`` before."""
+
+    def read(self, server_id: int, read_id: int, index: int) -> None:
+        """The leader ``server_id`` answered read ``read_id`` with read index ``index``."""
 
 
 class Checker(Observer):

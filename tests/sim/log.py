@@ -48,6 +48,14 @@ class Log:
         del self.entries[index - self.start :]
         self.entries.extend(entries)
 
+    def compact(self, first_kept: int) -> None:
+        """Forget the entries before ``first_kept`` (a snapshot covers them)."""
+        drop = min(first_kept, self.last_index + 1) - self.start
+        if drop > 0:
+            self.base_term = self.entries[drop - 1].term
+            del self.entries[:drop]
+            self.start += drop
+
     def copy(self) -> Log:
         return Log(self.start, self.entries, self.base_term)
 

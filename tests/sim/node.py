@@ -8,26 +8,34 @@ the update contract that a real I/O layer silently relies on (e.g. that a
 changed vote is flagged, or it would never reach the disk), and durability
 against the simulated disks: a follower acknowledges only entries it holds on
 disk, and a leader commits only an entry that a majority of voters hold on disk.
+
+Snapshots: the application (``tests.sim.app``) takes them when the scenario
+says (``take_snapshot``), and a received one is written to the disk and
+stepped back as PERSISTED_SNAPSHOT once durable; the application then starts
+over from its state, as it does at restart from the disk's snapshot.
 """
 
 from __future__ import annotations
 
 import time as wallclock
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from raftcore import (
-    Configuration,
     Entry,
     EntryType,
     Event,
+    InstallSnapshot,
     Raft,
+    SnapshotMetadata,
     SnapshotUpdate,
     State,
     Update,
     UpdateFlags,
 )
-from tests.sim.disk import Disk
+from tests.sim.app import App, Snapshot
+from tests.sim.disk import Disk, SnapshotWrite
 from tests.sim.log import Log
 
 if TYPE_CHECKING:
@@ -41,6 +49,7 @@ _MESSAGES = int(UpdateFlags.MESSAGES)
 _STATE = int(UpdateFlags.STATE)
 _COMMIT_INDEX = int(UpdateFlags.COMMIT_INDEX)
 _TIMEOUT = int(UpdateFlags.TIMEOUT)
+_READS = int(UpdateFlags.READS)
 
 
 class Node:
@@ -56,6 +65,8 @@ class Node:
         self.log = Log()  # the in-memory log, as this life's updates described it
         self.applied: list[tuple[int, int, EntryType, bytes]] = []
         self.last_applied = 0
+        self.app = App()
+        self.snapshot: Snapshot | None = None  # the last one taken or installed
         self.step_seconds = 0.0  # CPU time inside Raft.step (for the benchmark)
         self._timer = 0  # token of the one armed timer; older timer events are stale
         self._deadline: int | None = None  # what the armed timer was set to; None once fired
@@ -102,22 +113,28 @@ class Node:
         disk = self.disk
         self.log = disk.log.copy()
         self.applied = []
-        self.last_applied = self._commit = disk.log.start - 1
+        self.snapshot = disk.snapshot
+        self.app = App(self.snapshot)
+        self.last_applied = self.app.index
+        self._commit = 0
+        if self.snapshot is not None:
+            cluster.observer.snapshot(self.id, "restored", self.snapshot, 0)
         cluster.trace.add(
             cluster.now,
-            "s{} start life {} term {} vote {} log {}",
+            "s{} start life {} term {} vote {} log {} snapshot {}",
             self.id,
             self.life,
             disk.term,
             disk.voted_for,
-            disk.log,
+            repr(disk.log),  # now: the disk changes later
+            0 if disk.snapshot is None else disk.snapshot.index,
         )
         self.step(
             Event.start(
                 cluster.now,
                 disk.term,
                 disk.voted_for,
-                disk.snapshot,
+                None if disk.snapshot is None else disk.snapshot.metadata,
                 disk.log.start,
                 disk.log.entries,
             )
@@ -165,6 +182,9 @@ class Node:
         if flags & _MESSAGES:
             for message in update.messages:
                 cluster.send(self, message)
+        if flags & _READS:
+            for read_id, index in update.reads:
+                observer.read(self.id, read_id, index)
         if flags & _TIMEOUT:
             self._arm(raft.timeout)
         elif raft.timeout != self._deadline:
@@ -226,7 +246,7 @@ class Node:
         assert raft is not None
         term = self.log.term_at(index)
         voters = raft.configuration.voter_ids()
-        holders = [i for i in voters if self.cluster.nodes[i].disk.log.term_at(index) == term != 0]
+        holders = [i for i in voters if term and self.cluster.nodes[i].disk.holds(index, term)]
         if 2 * len(holders) <= len(voters):
             self.cluster.fail(
                 f"durability: s{self.id} committed index {index} (term {term}) but only "
@@ -236,22 +256,76 @@ class Node:
     def check_acknowledged(self, index: int) -> None:
         """A success AppendEntriesResult up to ``index`` is about to leave this server."""
         disk_log = self.disk.log
-        if index > disk_log.last_index or disk_log.term_at(index) != self.log.term_at(index):
+        if not self.disk.holds(index, self.log.term_at(index)):
             self.cluster.fail(
                 f"durability: s{self.id} acknowledged entries up to {index} (term "
                 f"{self.log.term_at(index)}), its disk holds {disk_log} with term "
                 f"{disk_log.term_at(index)} there"
             )
 
-    def _persist_snapshot(self, snapshot: SnapshotUpdate) -> None:
-        """Hook for issue 3: persist the snapshot, then step PERSISTED_SNAPSHOT."""
-        raise NotImplementedError(f"s{self.id}: snapshots are not simulated yet ({snapshot})")
+    # snapshots ----------------------------------------------------------------------
+
+    def _persist_snapshot(self, update: SnapshotUpdate) -> None:
+        """Queue the received snapshot's write; PERSISTED_SNAPSHOT follows once durable."""
+        if not (update.offset == 0 and update.last):
+            self.cluster.fail(f"contract: s{self.id} snapshot update in chunks: {update}")
+        snapshot = Snapshot(update.metadata, update.chunk)
+        write = self.disk.queue_snapshot(self.cluster.now, snapshot, None)
+        self.cluster.schedule(write.done_at, self._write_done, self.life)
+
+    def _installed(self, life: int, snapshot: Snapshot) -> None:
+        """The received snapshot is durable: the application and the log start over from it."""
+        if life != self.life or self.raft is None:
+            return
+        if self.defer_while_paused(self._installed, life, snapshot):
+            return
+        metadata = snapshot.metadata
+        self.cluster.observer.snapshot(self.id, "installed", snapshot, self.last_applied)
+        self.log = Log(metadata.index + 1, (), metadata.term)
+        self.snapshot = snapshot
+        self.app = App(snapshot)
+        self.last_applied = metadata.index
+        self.step(Event.persisted_snapshot(self.cluster.now, metadata, 0, True))
+
+    def take_snapshot(self, trailing: int) -> None:
+        """The application snapshots what it applied; raftcore keeps ``trailing`` entries."""
+        snapshot = self.app.snapshot()
+        cluster = self.cluster
+        cluster.trace.add(cluster.now, "s{} snapshot at {}", self.id, snapshot.index)
+        self.step(Event.snapshot(cluster.now, snapshot.metadata, trailing))
+        cluster.observer.snapshot(self.id, "took", snapshot, self.last_applied)
+        self.snapshot = snapshot
+        self.log.compact(snapshot.index - trailing + 1)
+        write = self.disk.queue_snapshot(cluster.now, snapshot, trailing)
+        cluster.schedule(write.done_at, self._write_done, self.life)
+
+    def fill_snapshot(self, message: InstallSnapshot) -> InstallSnapshot:
+        """The data of an InstallSnapshot raftcore is sending: this server's snapshot."""
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.metadata != SnapshotMetadata(
+            message.last_index, message.last_term, message.conf, message.conf_index
+        ):
+            self.cluster.fail(
+                f"contract: s{self.id} sends {message} but its snapshot is "
+                f"{None if snapshot is None else snapshot.metadata}"
+            )
+            raise AssertionError("unreachable")
+        return replace(message, data=snapshot.state)
+
+    # writes and timers ----------------------------------------------------------------
 
     def _write_done(self, life: int) -> None:
         if life != self.life or self.raft is None:
             return
         write = self.disk.complete_next()
         cluster = self.cluster
+        if type(write) is SnapshotWrite:
+            cluster.trace.add(
+                cluster.now, "s{} persisted snapshot {}", self.id, write.snapshot.index
+            )
+            if write.trailing is None:
+                self._installed(self.life, write.snapshot)
+            return
         cluster.observer.wrote(f"s{self.id} disk", self.disk.log, write.index, len(write.entries))
         cluster.trace.add(
             cluster.now, "s{} persisted {}..{}", self.id, write.index, write.last_index
@@ -296,26 +370,28 @@ class Node:
                     cluster.fail(f"s{self.id} must apply index {index}, missing from {self.log}")
                     return
                 self.last_applied = index
+                self.app.apply(index, entry)
                 self.applied.append((index, entry.term, entry.type, entry.data))
                 cluster.observer.applied(self.id, index, entry)
-                cluster.on_applied(self, index, entry)
                 if entry.type == EntryType.CHANGE:
-                    conf = Configuration.decode(entry.data)
-                    self.step(Event.configuration(cluster.now, index, conf))
+                    self.step(Event.configuration(cluster.now, index, self.app.configuration))
+                cluster.on_applied(self, index, entry)
         finally:
             self._applying = False
 
     def describe(self) -> str:
         raft = self.raft
+        snapshot = "" if self.disk.snapshot is None else f" snapshot {self.disk.snapshot.index}"
         if raft is None:
             return (
                 f"s{self.id} DOWN     disk term {self.disk.term} vote {self.disk.voted_for} "
-                f"log {self.disk.log}"
+                f"log {self.disk.log}{snapshot}"
             )
         leader = raft.leader[0]
+        role = "-" if raft.role is None else raft.role.name
         return (
             f"s{self.id} {raft.state.name:<9} term {raft.current_term} vote {raft.voted_for} "
             f"leader {leader} last {raft.last_index} commit {raft.commit_index} applied "
             f"{self.last_applied} persisted {self.disk.log.last_index} (+{self.disk.pending} "
-            f"writes)"
+            f"writes){snapshot} {role}"
         )

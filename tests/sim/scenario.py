@@ -3,8 +3,10 @@
 The run draws its cluster size (3..7), pre-vote and timeouts, lets clients
 submit continuously while the random nemesis crashes, restarts, pauses and
 partitions servers and degrades links and disks, and then heals everything:
-within RECOVERY_TIMEOUTS election timeouts a leader must be elected and a fresh
-entry applied on every server.
+within RECOVERY_TIMEOUTS election timeouts a leader must be elected among the
+voters and a fresh entry applied on every member. Every run also takes
+snapshots, changes membership, transfers leadership and asks for read indexes
+(``tests/sim/extensions.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 
 from raftcore import Entry
 from tests.sim.cluster import Cluster, Options, derived_rng
+from tests.sim.extensions import Extensions
+from tests.sim.membership import current_members
 from tests.sim.nemesis import Heal, RandomNemesis, perform
 from tests.sim.node import Node
 from tests.sim.trace import Trace
@@ -59,7 +63,8 @@ class Workload:
 
 
 class Probe:
-    """Submits fresh entries until one of them is applied on every server."""
+    """Submits fresh entries until one of them is applied on every member (voters and
+    stand-bys of the newest leader's configuration, that leader being a voter)."""
 
     def __init__(self, cluster: Cluster, every: int = 100) -> None:
         self.cluster = cluster
@@ -87,7 +92,8 @@ class Probe:
         reached = self._reached.get(entry.data)
         if reached is not None:
             reached.add(node.id)
-            if len(reached) == len(self.cluster.nodes):
+            members = current_members(self.cluster)
+            if members is not None and reached >= members:
                 self.done = True
 
 
@@ -99,7 +105,7 @@ def await_progress(cluster: Cluster, within: int) -> int:
     if not cluster.run_until(since + within, lambda: probe.done):
         leaders = ", ".join(f"s{n.id}" for n in cluster.leaders()) or "none"
         cluster.fail(
-            f"liveness: {within} ms after healing no fresh entry was applied on every server "
+            f"liveness: {within} ms after healing no fresh entry was applied on every member "
             f"(leaders now: {leaders}; {probe.sent} probes accepted)"
         )
     return cluster.now - since
@@ -115,6 +121,7 @@ class RunResult:
     commit_index: int
     terms: int
     recovery_ms: int
+    extensions: str = ""
 
     def __str__(self) -> str:
         o = self.options
@@ -122,7 +129,7 @@ class RunResult:
             f"seed {self.seed}: {o.servers} servers pre_vote={o.pre_vote} "
             f"faults {self.faults} in {self.fault_ms} ms, {self.steps} events, "
             f"{self.terms} terms with leaders, commit {self.commit_index}, "
-            f"recovered in {self.recovery_ms} ms"
+            f"recovered in {self.recovery_ms} ms; {self.extensions}"
         )
 
 
@@ -133,6 +140,7 @@ def random_options(rng: random.Random) -> Options:
         election_timeout=rng.choice((800, 1000, 1000, 1200)),
         heartbeat_timeout=100,
         max_inflight_entries=rng.choice((4, 32, 32)),
+        install_snapshot_timeout=rng.choice((1000, 2000, 5000)),
     )
 
 
@@ -143,6 +151,7 @@ def run_seed(seed: int, trace: Trace | None = None, fault_ms: int | None = None)
     if fault_ms is None:
         fault_ms = rng.randint(15000, 40000)
     cluster = Cluster(seed, options, trace=trace)
+    extensions = Extensions(cluster, derived_rng(seed, "extensions"), end=fault_ms)
     recovery_window = RECOVERY_TIMEOUTS * options.election_timeout
     Workload(derived_rng(seed, "clients"), end=fault_ms + recovery_window).install(cluster)
     nemesis = RandomNemesis(derived_rng(seed, "nemesis"), end=fault_ms)
@@ -160,4 +169,5 @@ def run_seed(seed: int, trace: Trace | None = None, fault_ms: int | None = None)
         commit_index=max(n.last_applied for n in cluster.nodes.values()),
         terms=len(getattr(cluster.observer, "leaders", ())),
         recovery_ms=recovery_ms,
+        extensions=str(extensions),
     )
