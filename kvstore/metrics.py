@@ -141,7 +141,7 @@ class _NodeCollector(Collector):
         yield gauge("kvstore_db_map_size_bytes", "LMDB map size (the limit)", storage.map_size)
         yield gauge("kvstore_db_used_bytes", "LMDB pages in use (high-water mark)",
                     storage.used_bytes())  # fmt: skip
-        yield gauge("kvstore_keys", "Keys in the store", node.key_count())
+        yield gauge("kvstore_keys", "Keys in the store", _key_count(node))
         transport = node.transport
         if transport is not None:
             failures = CounterMetricFamily(
@@ -160,14 +160,22 @@ class _NodeCollector(Collector):
             yield failures
             yield dropped
             yield sent
-        refused = node.peer_refusals()
-        if refused is not None:
+        stats = node.peer_server_stats
+        if stats is not None:
             family = CounterMetricFamily(
                 "kvstore_peer_refused", "Peer frames refused, by reason", labels=["reason"]
             )
-            for reason, count in refused.items():
-                family.add_metric([reason], count)
+            family.add_metric(["cluster"], stats.refused_cluster)
+            family.add_metric(["recipient"], stats.refused_recipient)
+            family.add_metric(["sender"], stats.refused_sender)
+            family.add_metric(["malformed"], stats.malformed)
             yield family
+
+
+def _key_count(node: Node) -> int:
+    env = node.storage.env
+    with env.read() as txn:
+        return int(txn.stat(env.kv_db)["entries"])
 
 
 class HealthServer:

@@ -183,22 +183,6 @@ class Node:
             return False, f"applied {self.applied_index} of commit index {self.raft.commit_index}"
         return True, f"ok: leader {leader_id}, applied {self.applied_index}"
 
-    def key_count(self) -> int:
-        env = self.storage.env
-        with env.read() as txn:
-            return int(txn.stat(env.kv_db)["entries"])
-
-    def peer_refusals(self) -> dict[str, int] | None:
-        stats = self.peer_server_stats
-        if stats is None:
-            return None
-        return {
-            "cluster": stats.refused_cluster,
-            "recipient": stats.refused_recipient,
-            "sender": stats.refused_sender,
-            "malformed": stats.malformed,
-        }
-
     def _bootstrap(self) -> None:
         """First start: the initial configuration is entry 1 of term 1 on every member.
 
