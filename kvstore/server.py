@@ -19,7 +19,7 @@ from kvstore.cli.server import stored_cluster_id
 from kvstore.metrics import HealthServer
 from kvstore.node import Node, NodeConfig
 from kvstore.storage import Storage
-from kvstore.transport import PeerServer, PeerServicer, Transport
+from kvstore.transport import PeerDialer, PeerServer, PeerServicer, Transport
 from raftcore import Message
 
 log = logging.getLogger("kvstore.server")
@@ -32,7 +32,8 @@ class Server:
         self.cluster_id = stored_cluster_id(config)
         self.storage = Storage(config.data_dir, map_size=config.map_size)
         self.node = Node(config, self.storage, self.cluster_id)
-        self.forward_client = ForwardClient(self.cluster_id, config.id)
+        self.dialer = PeerDialer(routes=config.peer_routes)
+        self.forward_client = ForwardClient(self.cluster_id, config.id, self.dialer)
         self.executor = Executor(self.node, self.forward_client)
         self.transport: Any = None
         self.peer_server: PeerServer | None = None
@@ -57,7 +58,10 @@ class Server:
             self.metrics_server = HealthServer(self.config.metrics_addr, node.metrics, node)
             self.metrics_server.start()
         self.transport = Transport(
-            cluster_id=self.cluster_id, node_id=self.config.id, node_address=self.config.peer_addr
+            cluster_id=self.cluster_id,
+            node_id=self.config.id,
+            node_address=self.config.peer_addr,
+            dialer=self.dialer,
         )
         node.transport = self.transport
         await node.start()

@@ -22,6 +22,7 @@ import grpc
 from kvstore.api.executor import READS, REQUEST_TYPES, Executor, RequestError
 from kvstore.node import NotLeaderError
 from kvstore.raft.v1 import peer_pb2, peer_pb2_grpc
+from kvstore.transport.dialer import PeerDialer
 
 log = logging.getLogger("kvstore.forward")
 
@@ -39,9 +40,11 @@ _CHANNEL_OPTIONS = [
 class _Link:
     """One Forward stream to one leader address."""
 
-    def __init__(self, address: str, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(
+        self, address: str, metadata: tuple[tuple[str, str], ...], dialer: PeerDialer
+    ) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = dialer.channel(address, _CHANNEL_OPTIONS)
         self._call: Any = peer_pb2_grpc.PeerStub(self._channel).Forward(metadata=metadata)
         self._outbox: asyncio.Queue[peer_pb2.ForwardRequest | None] = asyncio.Queue()
         self._waiting: dict[int, tuple[asyncio.Future[bytes], bool]] = {}
@@ -128,7 +131,8 @@ class _Link:
 class ForwardClient:
     """Forwards requests to whichever address leads, one stream per address."""
 
-    def __init__(self, cluster_id: int, node_id: int) -> None:
+    def __init__(self, cluster_id: int, node_id: int, dialer: PeerDialer | None = None) -> None:
+        self._dialer = dialer if dialer is not None else PeerDialer()
         self._metadata = ((CLUSTER_ID_KEY, str(cluster_id)), (FROM_ID_KEY, str(node_id)))
         self._links: dict[str, _Link] = {}
 
@@ -137,7 +141,7 @@ class ForwardClient:
         if link is None or link.broken:
             if link is not None:
                 await link.close()
-            link = _Link(address, self._metadata)
+            link = _Link(address, self._metadata, self._dialer)
             self._links[address] = link
         is_write = method not in READS  # membership changes too: a lost answer is "unknown"
         return await link.request(method, payload, timeout, is_write)

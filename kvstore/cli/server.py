@@ -27,6 +27,7 @@ from kvstore.join import JoinError, fetch_cluster_id, join, parse_endpoints, wri
 from kvstore.node import NodeConfig, cluster_id_of, parse_initial_cluster
 from kvstore.node.config import DEFAULT_MAX_VALUE_SIZE
 from kvstore.storage import DEFAULT_MAP_SIZE
+from kvstore.transport.dialer import parse_routes
 
 log = logging.getLogger("kvstore.serve")
 
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     flag("data-dir", "directory of this member's LMDB environment")
     flag("initial-cluster", "ID=PEER_ADDR,... of the members at bootstrap", "")
     flag("join", "client endpoints HOST:PORT,... of a running cluster to join as a new member", "")
+    flag(
+        "peer-routes",
+        "ADVERTISED=DIAL,...: dial these members' peer addresses at other host:ports "
+        "(a port-forward, a test proxy)",
+        "",
+    )
     flag("join-timeout", "seconds to keep trying to join before exiting 1", "120", type=float)
     flag("election-timeout", "election timeout in ms", "1000", type=int)
     flag("heartbeat-interval", "heartbeat interval in ms", "100", type=int)
@@ -91,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         data_dir=Path(args.data_dir),
         initial_cluster=parse_initial_cluster(args.initial_cluster or ""),
         join=parse_endpoints(args.join or ""),
+        peer_routes=parse_routes(args.peer_routes or ""),
         join_timeout=float(args.join_timeout),
         election_timeout_ms=int(args.election_timeout),
         heartbeat_interval_ms=int(args.heartbeat_interval),

@@ -48,6 +48,8 @@ class NodeConfig:
     join: list[str] = field(default_factory=list)
     join_timeout: float = 120.0
     metrics_addr: str | None = None
+    # Dial these advertised peer addresses at other host:ports (see transport.dialer).
+    peer_routes: dict[str, str] = field(default_factory=dict)
     election_timeout_ms: int = 1000
     heartbeat_interval_ms: int = 100
     pre_vote: bool = True

@@ -11,6 +11,7 @@ The node loop uses three things:
 """
 
 from kvstore.transport.codec import DecodeError
+from kvstore.transport.dialer import PeerDialer, parse_routes
 from kvstore.transport.peer_client import PeerSender, PeerStats, channel_options
 from kvstore.transport.peer_server import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DecodeError",
     "ForwardHandler",
+    "PeerDialer",
     "PeerSender",
     "PeerServer",
     "PeerServicer",
@@ -33,5 +35,6 @@ __all__ = [
     "ServerStats",
     "Transport",
     "channel_options",
+    "parse_routes",
     "start_peer_server",
 ]

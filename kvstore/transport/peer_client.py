@@ -28,6 +28,7 @@ import grpc.aio
 
 from kvstore.raft.v1 import peer_pb2 as pb
 from kvstore.transport import codec
+from kvstore.transport.dialer import PeerDialer
 from kvstore.transport.peer_server import DEFAULT_MAX_MESSAGE_BYTES
 from raftcore import Message
 
@@ -101,6 +102,7 @@ class PeerSender:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         options: list[tuple[str, Any]] | None = None,
+        dialer: PeerDialer | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.address = address
@@ -114,6 +116,7 @@ class PeerSender:
         self.backoff_max = backoff_max
         self.stats = PeerStats()
         self._options = options if options is not None else channel_options()
+        self._dialer = dialer if dialer is not None else PeerDialer()
         self._queue: collections.deque[Message] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -125,7 +128,7 @@ class PeerSender:
 
     def _new_channel(self) -> grpc.aio.Channel:
         self._channel_address = self.address
-        return grpc.aio.insecure_channel(self.address, options=self._options)
+        return self._dialer.channel(self.address, self._options)
 
     @property
     def channel(self) -> grpc.aio.Channel:
