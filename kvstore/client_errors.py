@@ -146,6 +146,11 @@ _TRANSPORT_LOSS = (
 )
 
 
+#: gRPC's prefix when no connection could be set up: the call was never sent
+#: (a "Socket closed" after it is a handshake the server broke off, e.g. TLS).
+_NEVER_CONNECTED = "failed to connect to all addresses"
+
+
 def classify(code: grpc.StatusCode, details: str) -> tuple[bool, bool]:
     """Return ``(retriable, maybe_applied)`` for one failed attempt of a write.
 
@@ -156,12 +161,20 @@ def classify(code: grpc.StatusCode, details: str) -> tuple[bool, bool]:
     retriable = code in RETRIABLE
     if code == _C.UNAVAILABLE:
         lowered = details.lower()
+        if lowered.startswith(_NEVER_CONNECTED):
+            return retriable, False
         return retriable, any(marker in lowered for marker in _TRANSPORT_LOSS)
     return retriable, code not in _NOT_APPLIED
 
 
-def short_reason(code: grpc.StatusCode, details: str) -> str:
-    """A few words for an error message: "connection refused", the server's text..."""
+def short_reason(
+    code: grpc.StatusCode, details: str, *, tls: bool | None = None, client_cert: bool = False
+) -> str:
+    """A few words for an error message: "connection refused", the server's text...
+
+    ``tls``/``client_cert``: how the caller connects, when it knows (None: it
+    does not say), to tell what a server that hangs up while connecting wants.
+    """
     lowered = details.lower()
     if "connection refused" in lowered:
         return "connection refused"
@@ -169,9 +182,39 @@ def short_reason(code: grpc.StatusCode, details: str) -> str:
         return "timed out"
     if "dns resolution failed" in lowered or "name resolution" in lowered:
         return "cannot resolve the address"
+    reason = _tls_reason(lowered, tls, client_cert)
+    if reason:
+        return reason
     if code == _C.UNAVAILABLE and any(marker in lowered for marker in _TRANSPORT_LOSS):
         return f"connection lost ({details})"
     return details or code.name
+
+
+def _tls_reason(lowered: str, tls: bool | None, client_cert: bool) -> str:
+    """What a failed TLS (or TLS-refused) connection attempt means, in words."""
+    if "handshake failed" in lowered:
+        if "wrong_version_number" in lowered:
+            return "TLS handshake failed: the server does not speak TLS (plaintext port?)"
+        if "certificate_verify_failed" in lowered:
+            detail = lowered.rsplit("certificate_verify_failed:", 1)[-1].split(":")[0].strip()
+            return (
+                "TLS handshake failed: the server's certificate is not signed by a trusted CA "
+                f"({detail or 'verify failed'}; check the CA file)"
+            )
+        return "TLS handshake failed: " + lowered.rsplit("handshake failed", 1)[-1].strip(" :")
+    if "hostname verification" in lowered:
+        return "TLS: the server's certificate does not name the address dialled"
+    if lowered.startswith(_NEVER_CONNECTED) and "socket closed" in lowered:
+        # The server refused the handshake; TLS 1.3 does not tell the client why.
+        closed = "the server closed the connection while it was being set up: "
+        if tls is None:
+            return closed + "it may require TLS, or a client certificate signed by a CA it trusts"
+        if not tls:
+            return closed + "it may require TLS (this client speaks plaintext)"
+        if not client_cert:
+            return closed + "it may require a client certificate (this client has none)"
+        return closed + "it refused this client's certificate (not signed by a CA it trusts?)"
+    return ""
 
 
 def error_for(

@@ -11,6 +11,9 @@ them alike:
   name tested on one machine, a port-forward, or the chaos tests' fault
   injecting proxies between each pair of members;
 * credentials: mutual TLS for peer traffic when it is configured (else plaintext).
+  The dialled member's certificate must name the host it *advertises*: gRPC
+  checks the name it dials, so when a route changes that name, the advertised
+  host is handed to gRPC as the name to verify (and to send as SNI).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-__all__ = ["PeerDialer", "parse_routes"]
+__all__ = ["PeerDialer", "host_of", "parse_routes"]
+
+
+def host_of(address: str) -> str:
+    """The host of ``host:port`` (``[v6]:port`` too), without brackets."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def parse_routes(text: str) -> dict[str, str]:
@@ -50,12 +59,21 @@ class PeerDialer:
         """The host:port to dial for a member advertised at ``address``."""
         return self.routes.get(address, address)
 
+    def tls_name(self, address: str) -> str | None:
+        """The name to verify in the certificate of the member advertised at ``address``,
+        when it is not the host dialled (None: gRPC checks the dialled host itself)."""
+        if self.tls_server_name:
+            return self.tls_server_name
+        if self.target(address) != address:
+            return host_of(address)
+        return None
+
     def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         target = self.target(address)
         if self.credentials is None:
             return grpc.aio.insecure_channel(target, options=list(options))
         opts = list(options)
-        if target != address or self.tls_server_name:
-            host = self.tls_server_name or address.rsplit(":", 1)[0]
-            opts.append(("grpc.ssl_target_name_override", host))
+        name = self.tls_name(address)
+        if name is not None:
+            opts.append(("grpc.ssl_target_name_override", name))
         return grpc.aio.secure_channel(target, self.credentials, options=opts)

@@ -336,7 +336,13 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
 
 
 class PeerServer:
-    """A grpc.aio server for the Peer service on one address, with bounded shutdown."""
+    """A grpc.aio server for the Peer service on one address, with bounded shutdown.
+
+    With ``credentials`` (peer TLS: kvstore.tls, always demanding a client
+    certificate from the peer CA) it listens on TLS only: a peer without a
+    certificate of that CA, or a plaintext one, never gets a frame through
+    the handshake, let alone to the checks above.
+    """
 
     def __init__(
         self,
@@ -345,9 +351,11 @@ class PeerServer:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: list[tuple[str, Any]] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.servicer = servicer
         self.address = address
+        self.credentials = credentials
         self.port = 0
         base: dict[str, Any] = {
             "grpc.max_receive_message_length": max_message_bytes,
@@ -368,13 +376,21 @@ class PeerServer:
     async def start(self) -> int:
         """Bind and start serving; returns the bound port (useful with port 0)."""
         try:
-            self.port = self._server.add_insecure_port(self.address)
+            if self.credentials is None:
+                self.port = self._server.add_insecure_port(self.address)
+            else:
+                self.port = self._server.add_secure_port(self.address, self.credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen for peers on {self.address}: {exc}") from exc
         if self.port == 0:
             raise OSError(f"cannot listen for peers on {self.address}")
         await self._server.start()
-        log.info("peer server listening on %s (port %d)", self.address, self.port)
+        log.info(
+            "peer server listening on %s (port %d, %s)",
+            self.address,
+            self.port,
+            "plaintext" if self.credentials is None else "mutual TLS",
+        )
         return self.port
 
     async def stop(self, grace: float = 1.0) -> None:
