@@ -290,3 +290,45 @@ class TransferLeaderResponse(_message.Message):
     header: ResponseHeader
     new_leader_id: int
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., new_leader_id: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotInfo(_message.Message):
+    __slots__ = ("applied_index", "revision", "key_count", "raft_term", "cluster_id", "member_id", "size_estimate")
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    applied_index: int
+    revision: int
+    key_count: int
+    raft_term: int
+    cluster_id: int
+    member_id: int
+    size_estimate: int
+    def __init__(self, applied_index: _Optional[int] = ..., revision: _Optional[int] = ..., key_count: _Optional[int] = ..., raft_term: _Optional[int] = ..., cluster_id: _Optional[int] = ..., member_id: _Optional[int] = ..., size_estimate: _Optional[int] = ...) -> None: ...
+
+class SnapshotTrailer(_message.Message):
+    __slots__ = ("size", "sha256")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    sha256: bytes
+    def __init__(self, size: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("header", "info", "data", "trailer")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    info: SnapshotInfo
+    data: bytes
+    trailer: SnapshotTrailer
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., info: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., trailer: _Optional[_Union[SnapshotTrailer, _Mapping]] = ...) -> None: ...

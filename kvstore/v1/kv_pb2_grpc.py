@@ -318,6 +318,11 @@ class ClusterStub:
                 request_serializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/kvstore.v1.Cluster/Snapshot',
+                request_serializer=kvstore_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=kvstore_dot_v1_dot_kv__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -387,6 +392,20 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """A backup of the data, taken from the member that answers (as etcd's
+        snapshot): first a linearizable read barrier, so the backup holds every
+        write acknowledged before the call; then one consistent read of the data,
+        streamed as: a message with `header` and `info`, `data` chunks (about
+        1 MiB each), and a last message with `trailer` (size and SHA-256 of all
+        data bytes). A stream that ends without a trailer is incomplete. Errors
+        before the first message: UNAVAILABLE (no leader), DEADLINE_EXCEEDED
+        (this member did not catch up with the barrier in time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -424,6 +443,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.FromString,
                     response_serializer=kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=kvstore_dot_v1_dot_kv__pb2.SnapshotRequest.FromString,
+                    response_serializer=kvstore_dot_v1_dot_kv__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,6 +644,33 @@ class Cluster:
             '/kvstore.v1.Cluster/TransferLeader',
             kvstore_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
             kvstore_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kvstore.v1.Cluster/Snapshot',
+            kvstore_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
+            kvstore_dot_v1_dot_kv__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
