@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from kvstore.client import CHANNEL_OPTIONS
+from kvstore.client_errors import short_reason
 from kvstore.v1 import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("kvstore.join")
@@ -71,11 +72,40 @@ def write_cluster_id(data_dir: Path, cluster_id: int) -> None:
     tmp.replace(path)
 
 
-async def fetch_cluster_id(endpoints: Sequence[str], timeout: float) -> int:
-    """The cluster id in the first response header from ``endpoints``.
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    """The status and, for connection failures, what they mean (TLS refusals among them)."""
+    return f"{exc.code().name}: {short_reason(exc.code(), exc.details() or '')}"
+
+
+def _channel(endpoint: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """TLS when the cluster's client port uses it (see ``join_credentials`` in cli.server)."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(endpoint, credentials, options=CHANNEL_OPTIONS)
+
+
+async def fetch_cluster_id(
+    endpoints: Sequence[str],
+    timeout: float,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
+    """The cluster id in the first response header from ``endpoints``."""
+    response = await fetch_member_list(endpoints, timeout, credentials=credentials)
+    return int(response.header.cluster_id)
+
+
+async def fetch_member_list(
+    endpoints: Sequence[str],
+    timeout: float,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> kv_pb2.MemberListResponse:
+    """The first serializable MemberList that one of ``endpoints`` answers with a cluster id.
 
     A serializable MemberList is answered by any member, with or without a
-    leader, so a cluster that is electing one still tells its id.
+    leader, so a cluster that is electing one still tells its id (and a
+    Kubernetes pod learns whether the configuration holds it: kvstore.k8s).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -87,17 +117,17 @@ async def fetch_cluster_id(endpoints: Sequence[str], timeout: float) -> int:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+            async with _channel(endpoint, credentials) as channel:
                 stub = kv_pb2_grpc.ClusterStub(channel)
                 try:
                     response = await stub.MemberList(
                         request, timeout=min(_PROBE_TIMEOUT, remaining)
                     )
                 except grpc.aio.AioRpcError as exc:
-                    failures[endpoint] = f"{exc.code().name}: {exc.details()}"
+                    failures[endpoint] = _reason(exc)
                     continue
             if response.header.cluster_id:
-                return int(response.header.cluster_id)
+                return response
             failures[endpoint] = "answered without a cluster id"
         if deadline - loop.time() <= 0:
             summary = "; ".join(f"{e}: {r}" for e, r in failures.items()) or "no attempt"
@@ -116,6 +146,8 @@ async def join(
     endpoints: Sequence[str],
     timeout: float,
     is_voter: Callable[[], bool],
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Ask the cluster to add this member; return once it is a voter (or raise JoinError)."""
     loop = asyncio.get_running_loop()
@@ -132,12 +164,12 @@ async def join(
             if remaining <= 0:
                 break
             log.info("asking %s to add member %d (%s)", endpoint, member_id, peer_address)
-            async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+            async with _channel(endpoint, credentials) as channel:
                 stub = kv_pb2_grpc.ClusterStub(channel)
                 try:
                     response = await stub.MemberAdd(request, timeout=remaining)
                 except grpc.aio.AioRpcError as exc:
-                    reason = f"{exc.code().name}: {exc.details()}"
+                    reason = _reason(exc)
                     if exc.code() in _FINAL:
                         raise JoinError(
                             f"{endpoint} refused to add member {member_id} at {peer_address}: "

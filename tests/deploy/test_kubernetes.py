@@ -37,24 +37,9 @@ KUBERNETES_VERSIONS = ("1.33", "1.37")
 # against the prometheus-operator's own.
 CRD_API_GROUPS = ("monitoring.coreos.com/",)
 
-# KVSTORE_* variables the manifests set that `kvstore serve` does not read yet:
-# Kubernetes mode (issue 5, "Kubernetes and container") and TLS (issue 5,
-# "Security") are being built. Remove a name here once its flag exists; the
-# test below then holds the manifests to the real flag.
-PENDING_FLAGS = frozenset(
-    {
-        "KVSTORE_K8S",
-        "KVSTORE_REPLICAS",
-        "KVSTORE_PEER_SERVICE",
-        "KVSTORE_CERT_FILE",
-        "KVSTORE_KEY_FILE",
-        "KVSTORE_TRUSTED_CA_FILE",
-        "KVSTORE_CLIENT_CERT_AUTH",
-        "KVSTORE_PEER_CERT_FILE",
-        "KVSTORE_PEER_KEY_FILE",
-        "KVSTORE_PEER_TRUSTED_CA_FILE",
-    }
-)
+# KVSTORE_* variables the manifests may set before `kvstore serve` reads them
+# (a flag being built); none now: every variable is held to a real flag below.
+PENDING_FLAGS: frozenset[str] = frozenset()
 
 POD_LABELS = {"app.kubernetes.io/name": "kvstore", "app.kubernetes.io/instance": "kvstore"}
 DATA_MOUNT = "/var/lib/kvstore"
@@ -276,9 +261,9 @@ def test_environment(builds: dict[str, list[dict[str, Any]]], name: str) -> None
     assert env["KVSTORE_PEER_SERVICE"] == ss["spec"]["serviceName"]
     assert env["KVSTORE_CLIENT_ADDR"] == f"0.0.0.0:{ports['client']}"
     assert env["KVSTORE_METRICS_ADDR"] == f"0.0.0.0:{ports['metrics']}"
-    assert env["KVSTORE_PEER_ADDR"] == (
-        f"$(POD_NAME).{ss['spec']['serviceName']}.$(POD_NAMESPACE).svc.cluster.local:{ports['peer']}"
-    )
+    # The peer address is derived from the pod name (Kubernetes mode); it listens on all.
+    assert env["KVSTORE_LISTEN_PEER_ADDR"] == f"0.0.0.0:{ports['peer']}"
+    assert env["KVSTORE_CLUSTER_DOMAIN"] == "cluster.local"
     downward = {
         e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e
     }
@@ -316,31 +301,40 @@ def test_serve_accepts_the_environment(
     builds: dict[str, list[dict[str, Any]]], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`kvstore serve` parses the pod's environment into a configuration: sizes,
-    addresses and levels are all in forms it accepts. The id and initial
-    cluster, which Kubernetes mode derives from the pod name, are given."""
-    c = container(statefulset(builds[name]))
+    addresses and levels are all in forms it accepts, and Kubernetes mode
+    derives the member id, the peer addresses and the initial cluster from the
+    pod name (real processes run with this environment in
+    tests/integration/test_kubernetes_mode.py)."""
+    ss = statefulset(builds[name])
+    c = container(ss)
     pod = {"POD_NAME": "kvstore-0", "POD_NAMESPACE": "ns"}
     for key in [k for k in os.environ if k.startswith("KVSTORE_")]:
         monkeypatch.delenv(key)
     for var, value in pod.items():
         monkeypatch.setenv(var, value)
     for entry in c["env"]:
-        # Kubernetes mode itself (KVSTORE_K8S) is tested with real processes
-        # elsewhere; the certificate files exist only in the pod.
-        if (
-            entry["name"].startswith("KVSTORE_")
-            and entry["name"] != "KVSTORE_K8S"
-            and not entry["name"].endswith("_FILE")
-        ):
+        # The certificate files exist only in the pod (and TLS needs them).
+        tls = entry["name"].endswith("_FILE") or entry["name"] == "KVSTORE_CLIENT_CERT_AUTH"
+        if entry["name"].startswith("KVSTORE_") and not tls:
             value = re.sub(r"\$\((\w+)\)", lambda m: pod[m.group(1)], entry["value"])
             monkeypatch.setenv(entry["name"], value)
-    peer = "kvstore-0.kvstore-peer.ns.svc.cluster.local:7201"
-    monkeypatch.setenv("KVSTORE_ID", "1")
-    monkeypatch.setenv("KVSTORE_INITIAL_CLUSTER", f"1={peer}")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    names = [f"kvstore-{i}.kvstore-peer.ns.svc.cluster.local" for i in range(4)]
     args = build_parser().parse_args(["serve"])
     config = config_from_args(args)
     env = env_values(c)
-    assert config.peer_addr == peer
+    assert config.id == 1
+    assert config.peer_addr == f"{names[0]}:{ports['peer']}"
+    assert config.listen_peer_addr == env["KVSTORE_LISTEN_PEER_ADDR"]
+    assert config.initial_cluster == {
+        i + 1: f"{names[i]}:{ports['peer']}" for i in range(ss["spec"]["replicas"])
+    }
+    assert config.join == []
+    # A pod beyond the initial replicas (a scale-up) joins through the others.
+    monkeypatch.setenv("POD_NAME", "kvstore-3")
+    joiner = config_from_args(build_parser().parse_args(["serve"]))
+    assert joiner.id == 4 and joiner.initial_cluster == {}
+    assert joiner.join == [f"{n}:{ports['client']}" for n in names[:3]]
     assert config.client_addr == env["KVSTORE_CLIENT_ADDR"]
     assert config.metrics_addr == env["KVSTORE_METRICS_ADDR"]
     assert str(config.data_dir) == env["KVSTORE_DATA_DIR"]
