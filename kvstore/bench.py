@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from kvstore.tls import ClientTls
 from kvstore.v1 import kv_pb2, kv_pb2_grpc
 
 ECHO_METHOD = "/kvstore.bench.Echo/Echo"
@@ -57,8 +58,10 @@ class Report:
 class Progress:
     """A one-line progress bar on stderr (only when it is a terminal, or forced)."""
 
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
+    def __init__(
+        self, total: int, label: str, enabled: bool, unit: Callable[[int], str] = str
+    ) -> None:
+        self.total, self.label, self.enabled, self.unit = total, label, enabled, unit
         self.done = 0
         self._last = 0.0
 
@@ -68,9 +71,10 @@ class Progress:
         if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
             self._last = now
             width = 30
-            filled = int(width * self.done / max(self.total, 1))
+            filled = min(width, int(width * self.done / max(self.total, 1)))
             bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
+            done, total = self.unit(self.done), self.unit(self.total)
+            sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total}")
             if self.done >= self.total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -107,12 +111,19 @@ async def run_load(
     return Report(name, clients, len(latencies), errors, time.perf_counter() - started, latencies)
 
 
-def _channels(endpoints: list[str], conns: int) -> list[grpc.aio.Channel]:
-    return [grpc.aio.insecure_channel(endpoints[i % len(endpoints)]) for i in range(conns)]
+def _channels(
+    endpoints: list[str], conns: int, tls: ClientTls | None = None
+) -> list[grpc.aio.Channel]:
+    """``conns`` channels over the endpoints; TLS as kvctl's --cacert/--cert/--key ask."""
+    targets = [endpoints[i % len(endpoints)] for i in range(conns)]
+    if tls is None:
+        return [grpc.aio.insecure_channel(t) for t in targets]
+    credentials = tls.credentials()
+    return [grpc.aio.secure_channel(t, credentials) for t in targets]
 
 
 async def bench_kv(args: argparse.Namespace, op: str, clients: int) -> Report:
-    channels = _channels(args.endpoints, args.conns)
+    channels = _channels(args.endpoints, args.conns, getattr(args, "tls", None))
     stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
     value = os.urandom(args.value_size)
     keys = [b"bench/%08d" % i for i in range(args.key_count)]
@@ -175,7 +186,9 @@ def start_echo_server() -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-c",
-            f"import asyncio, kvstore.bench as b; asyncio.run(b.serve_echo({address!r}))",
+            # On the event loop `kvstore serve` runs on, so that the two compare.
+            "from kvstore.eventloop import run_event_loop; import kvstore.bench as b; "
+            f"run_event_loop(b.serve_echo({address!r}))",
         ]
     )
     return process, address

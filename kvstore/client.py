@@ -23,6 +23,7 @@ A write that fails after an attempt that may have reached the log raises
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Any, overload
 
 import grpc
 
+from kvstore.backup_save import ProgressCallback, SavedBackup, save_snapshot
 from kvstore.client_errors import (
     InvalidArgument,
     KVError,
@@ -67,12 +69,14 @@ from kvstore.client_types import (
     random_client_id,
     to_bytes,
 )
+from kvstore.tls import ClientTls
 from kvstore.v1 import kv_pb2, kv_pb2_grpc
 
 __all__ = [
     "CHANNEL_OPTIONS",
     "CasResult",
     "Client",
+    "ClientTls",
     "DeleteResult",
     "EndpointStatus",
     "Header",
@@ -122,6 +126,12 @@ class Client:
     deadline. ``client_id`` names this client's exactly-once session; leave it
     random unless you know the server has never seen it (a reused id restarts
     at sequence 1, which the server refuses as too old).
+
+    ``tls``: talk TLS (the CA to trust, and a client certificate for a
+    cluster with ``--client-cert-auth``); the files are read and checked
+    here, so a bad one raises :class:`kvstore.tls.TlsError` at once. An
+    ``https://`` endpoint asks for TLS too (with the system's CAs if ``tls``
+    is not given); ``http://`` is plaintext, as no prefix.
     """
 
     def __init__(
@@ -131,10 +141,14 @@ class Client:
         timeout: float = 5.0,
         attempt_timeout: float | None = None,
         client_id: int | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        self.endpoints: tuple[str, ...] = tuple(e.strip() for e in endpoints if e.strip())
+        given = [e.strip() for e in endpoints if e.strip()]
+        if tls is None and any(e.startswith("https://") for e in given):
+            tls = ClientTls()
+        self.endpoints: tuple[str, ...] = tuple(_strip_scheme(e) for e in given)
         if not self.endpoints:
             raise ValueError("at least one endpoint (host:port) is needed")
         if timeout <= 0:
@@ -146,6 +160,8 @@ class Client:
         self.attempt_timeout = attempt_timeout or (timeout / 2 if multi else timeout)
         self.client_id = client_id if client_id is not None else random_client_id()
         self._sessions = SessionPool(self.client_id)
+        self.tls = tls
+        self._credentials = tls.credentials() if tls is not None else None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, tuple[kv_pb2_grpc.KVStub, kv_pb2_grpc.ClusterStub]] = {}
@@ -314,13 +330,31 @@ class Client:
         response = self._admin("TransferLeader", kv_pb2.TransferLeaderRequest(target_id=target_id))
         return LeaderTransfer(header_of(response.header), response.new_leader_id)
 
+    def snapshot(
+        self, path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    ) -> SavedBackup:
+        """Save a consistent backup of the data to ``path`` (Cluster.Snapshot).
+
+        Taken by the first endpoint that can, holding every write acknowledged
+        before the call; ``timeout`` bounds the whole transfer. The file is
+        written atomically (kvstore.backup_save); ``progress(received,
+        estimate)`` is called after each chunk.
+        """
+        n = len(self.endpoints)
+        order = [self.endpoints[(self._current + i) % n] for i in range(n)]
+        stubs = [(endpoint, self._stub(endpoint)[1]) for endpoint in order]
+        return save_snapshot(stubs, path, timeout=self.timeout, progress=progress)
+
     # -- machinery ---------------------------------------------------------
 
     def _stub(self, endpoint: str) -> tuple[kv_pb2_grpc.KVStub, kv_pb2_grpc.ClusterStub]:
         with self._lock:
             stubs = self._stubs.get(endpoint)
             if stubs is None:
-                channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+                if self._credentials is None:
+                    channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.secure_channel(endpoint, self._credentials, CHANNEL_OPTIONS)
                 self._channels[endpoint] = channel
                 stubs = self._stubs[endpoint] = (
                     kv_pb2_grpc.KVStub(channel),
@@ -341,7 +375,7 @@ class Client:
                 r = future.result()
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
-                error = error_for(code, short_reason(code, details), endpoint=endpoint)
+                error = error_for(code, self._reason(code, details), endpoint=endpoint)
                 rows.append(EndpointStatus(endpoint, None, error))
                 continue
             status = Status(
@@ -350,6 +384,11 @@ class Client:
             )  # fmt: skip
             rows.append(EndpointStatus(endpoint, status))
         return rows
+
+    def _reason(self, code: grpc.StatusCode, details: str) -> str:
+        tls = self.tls
+        has_cert = tls is not None and tls.cert_file is not None
+        return short_reason(code, details, tls=tls is not None, client_cert=has_cert)
 
     def _write(self, method: str, request: Any, request_id: RequestId | None) -> Any:
         if request_id is not None:
@@ -410,7 +449,7 @@ class Client:
                 if details == "Deadline Exceeded":  # gRPC's own: the server did not answer
                     details = f"no answer from {endpoint} within {attempt:.1f} s"
             maybe_applied = maybe_applied or (write and applied)
-            failures.append((endpoint, short_reason(code, details)))
+            failures.append((endpoint, self._reason(code, details)))
             last_code = code
             if not retriable:
                 raise error_for(
@@ -433,6 +472,14 @@ def _member_change(response: Any) -> MemberChange:
     return MemberChange(
         header_of(response.header), member, [member_of(m) for m in response.members]
     )
+
+
+def _strip_scheme(endpoint: str) -> str:
+    """``https://host:port`` (etcd's endpoint form) -> ``host:port``."""
+    for scheme in ("https://", "http://"):
+        if endpoint.startswith(scheme):
+            return endpoint[len(scheme) :].rstrip("/")
+    return endpoint
 
 
 def _consistency(serializable: bool) -> kv_pb2.Consistency:

@@ -58,6 +58,8 @@ class Member:
     process: subprocess.Popen[bytes] | None = None
     #: Client endpoints it joins through (``--join``); empty: an initial member.
     join: list[str] = field(default_factory=list)
+    #: Flags for this member alone, after the cluster's (so they override them).
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -105,9 +107,12 @@ class LocalCluster:
     def initial_cluster(self) -> str:
         return ",".join(f"{m.id}={m.peer_addr}" for m in self.members.values() if not m.join)
 
-    def add_member(self, member_id: int | None = None, join: Sequence[str] = ()) -> Member:
+    def add_member(
+        self, member_id: int | None = None, join: Sequence[str] = (), extra_args: Sequence[str] = ()
+    ) -> Member:
         """A new member, not started, that joins the cluster with ``--join`` through
-        ``join`` (default: the client endpoints of the members so far)."""
+        ``join`` (default: the client endpoints of the members so far), with
+        ``extra_args`` after the cluster's."""
         if member_id is None:
             member_id = max(self.members, default=0) + 1
         if member_id in self.members:
@@ -122,6 +127,7 @@ class LocalCluster:
             data_dir=self.root / str(member_id),
             log_path=self.root / f"{member_id}.log",
             join=endpoints,
+            extra_args=list(extra_args),
         )
         self.members[member_id] = member
         return member
@@ -144,7 +150,12 @@ class LocalCluster:
                 else ["--initial-cluster", self.initial_cluster]
             ),
             *self.extra_args,
+            *member.extra_args,
         ]  # fmt: skip
+
+    def child_env(self, member: Member) -> dict[str, str]:
+        """The member process's environment (a hook: the chaos tests add a disk shim)."""
+        return _child_env()
 
     # -- processes -------------------------------------------------------------
 
@@ -159,7 +170,7 @@ class LocalCluster:
                 member.process = subprocess.Popen(
                     self.command(member),
                     cwd=REPO,
-                    env=_child_env(),
+                    env=self.child_env(member),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -175,6 +186,14 @@ class LocalCluster:
             with suppress(ProcessLookupError):
                 member.process.send_signal(sig)
 
+    def ids_of(self, member_id: int | Sequence[int] | None) -> list[int]:
+        """The member ids a call names: one, several, or None for all."""
+        if member_id is None:
+            return list(self.members)
+        if isinstance(member_id, int):
+            return [member_id]
+        return list(member_id)
+
     def stop(
         self,
         member_id: int | Sequence[int] | None = None,
@@ -185,12 +204,7 @@ class LocalCluster:
         ``timeout``; each one's exit code (negative: killed by that signal; None:
         it was not started). The members are signalled first, then waited for,
         so that they stop in parallel."""
-        if member_id is None:
-            ids = list(self.members)
-        elif isinstance(member_id, int):
-            ids = [member_id]
-        else:
-            ids = list(member_id)
+        ids = self.ids_of(member_id)
         for i in ids:
             self.signal(i, sig)
         codes: dict[int, int | None] = {i: None for i in ids}

@@ -153,13 +153,20 @@ class _NodeCollector(Collector):
             sent = CounterMetricFamily(
                 "kvstore_peer_messages_sent", "Messages sent to a peer", labels=["peer"]
             )
+            frames = CounterMetricFamily(
+                "kvstore_peer_frames_sent",
+                "Stream frames (gRPC messages) sent to a peer; messages / frames is the batching",
+                labels=["peer"],
+            )
             for peer, stats in transport.stats().items():
                 failures.add_metric([str(peer)], stats.send_failures)
                 dropped.add_metric([str(peer)], stats.dropped)
                 sent.add_metric([str(peer)], stats.messages_sent)
+                frames.add_metric([str(peer)], stats.frames_sent)
             yield failures
             yield dropped
             yield sent
+            yield frames
         stats = node.peer_server_stats
         if stats is not None:
             family = CounterMetricFamily(

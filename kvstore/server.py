@@ -32,7 +32,13 @@ class Server:
         self.cluster_id = stored_cluster_id(config)
         self.storage = Storage(config.data_dir, map_size=config.map_size)
         self.node = Node(config, self.storage, self.cluster_id)
-        self.dialer = PeerDialer(routes=config.peer_routes)
+        # Checked at startup by `kvstore serve` already; loaded once more here.
+        self.peer_tls = config.peer_tls.load() if config.peer_tls is not None else None
+        self.client_tls = config.client_tls.load() if config.client_tls is not None else None
+        self.dialer = PeerDialer(
+            routes=config.peer_routes,
+            credentials=self.peer_tls.channel_credentials() if self.peer_tls else None,
+        )
         self.forward_client = ForwardClient(self.cluster_id, config.id, self.dialer)
         self.executor = Executor(self.node, self.forward_client)
         self.transport: Any = None
@@ -52,7 +58,11 @@ class Server:
             forward_handler=make_forward_handler(self.executor, self.cluster_id),
         )
         node.peer_server_stats = servicer.stats
-        self.peer_server = PeerServer(servicer, self.config.peer_addr)
+        self.peer_server = PeerServer(
+            servicer,
+            self.config.listen_peer_addr,
+            credentials=self.peer_tls.server_credentials() if self.peer_tls else None,
+        )
         await self.peer_server.start()
         if self.config.metrics_addr:
             self.metrics_server = HealthServer(self.config.metrics_addr, node.metrics, node)
@@ -69,7 +79,9 @@ class Server:
             {s.id: s.address for s in node.raft.configuration if s.id != self.config.id}
         )
         self.client_server, self.health = await start_client_server(
-            self.executor, self.config.client_addr
+            self.executor,
+            self.config.client_addr,
+            self.client_tls.server_credentials() if self.client_tls else None,
         )
 
     def _on_messages(self, from_id: int, from_address: str, messages: list[Message]) -> None:

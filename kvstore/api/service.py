@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvstore.api.executor import Executor, RequestError
+from kvstore.backup import serve_snapshot
 from kvstore.v1 import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("kvstore.api")
@@ -118,9 +119,16 @@ class ClusterService(kv_pb2_grpc.ClusterServicer):
     async def TransferLeader(self, request: Any, context: Any) -> Any:
         return await self._admin("TransferLeader", request, context)
 
+    async def Snapshot(self, request: Any, context: Any) -> None:
+        """A consistent backup of this member's data, streamed (kvstore.backup)."""
+        await serve_snapshot(self.executor, context)
 
-async def start_client_server(executor: Executor, address: str) -> tuple[grpc.aio.Server, Any]:
-    """Start serving clients on ``address``; returns the server and its health servicer."""
+
+async def start_client_server(
+    executor: Executor, address: str, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, Any]:
+    """Start serving clients on ``address`` (TLS with ``credentials``, see kvstore.tls);
+    returns the server and its health servicer."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -139,7 +147,11 @@ async def start_client_server(executor: Executor, address: str) -> tuple[grpc.ai
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    if server.add_insecure_port(address) == 0:
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
         raise OSError(f"cannot listen for clients on {address}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -8,6 +8,8 @@
     kvctl status | member list          [-w json]
     kvctl member add ID PEER_ADDR | member remove ID | member promote ID | member demote ID
     kvctl move-leader ID     # 0: the most up-to-date voter
+    kvctl snapshot save FILE | snapshot status FILE      # backups; restore: kvstore restore
+    kvctl --cacert ca.crt [--cert client.crt --key client.key] ...   # TLS (as etcdctl)
 
 Exit codes: 0 success; 1 the answer is "no" (``get`` of a missing key, a
 ``cas`` whose comparison failed), so scripts can branch on it; 2 an error
@@ -24,18 +26,31 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
+from kvstore.backup_file import BackupHeader
+from kvstore.backup_file import verify as verify_backup
+from kvstore.bench import Progress
 from kvstore.bench import add_arguments as add_bench_arguments
 from kvstore.bench import run as run_bench
 from kvstore.cli.output import Output, header_json, human_size, kv_json, table
 from kvstore.client import Client, KeyValue, KVError, Member, MemberChange, Status, to_bytes
+from kvstore.tls import ClientTls
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7101"
 ENV_ENDPOINTS = "KVCTL_ENDPOINTS"
+#: etcdctl's TLS options: (option, environment variable, help). Their dests
+#: are tls_*: "key" is the commands' KEY argument.
+TLS_OPTIONS = (
+    ("--cacert", "KVCTL_CACERT", "CA file the servers' certificates must chain to; TLS on"),
+    ("--cert", "KVCTL_CERT", "client certificate file, for servers with --client-cert-auth"),
+    ("--key", "KVCTL_KEY", "private key file of --cert"),
+)
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 DEFAULT_TIMEOUT = 5.0
 ADMIN_TIMEOUT = 60.0  # membership changes: a catch-up copies the whole data set
+SNAPSHOT_TIMEOUT = 3600.0  # a backup streams the whole data set
 
 Handler = Callable[[Client, argparse.Namespace, Output], int]
 
@@ -65,6 +80,14 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
             f"{ADMIN_TIMEOUT:g} for membership changes)"
         ),
     )
+    for option, env, help in TLS_OPTIONS:
+        parser.add_argument(
+            option,
+            dest="tls_" + option[2:],
+            metavar="FILE",
+            default=default(os.environ.get(env) or None),
+            help=f"{help} (env {env})",
+        )
     parser.add_argument(
         "-w",
         "--write-out",
@@ -154,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument(
         "id", type=_member_id_or_zero, metavar="ID", help="the new leader (0: the best voter)"
     )
+
+    snapshot = command(
+        "snapshot", "back up the data (restore: `kvstore restore`)", cmd_snapshot_save
+    )
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", required=True)
+    for name, help, handler in (
+        ("save", "save a consistent backup of the data to FILE", cmd_snapshot_save),
+        ("status", "print what a backup FILE holds and verify its checksum", cmd_snapshot_status),
+    ):
+        sub = snapshot_commands.add_parser(name, help=help, description=help)
+        _global_options(sub, suppress=True)
+        sub.set_defaults(handler=handler, default_timeout=SNAPSHOT_TIMEOUT)
+        sub.add_argument("file", metavar="FILE")
     return parser
 
 
@@ -364,8 +400,85 @@ def cmd_move_leader(client: Client, args: argparse.Namespace, out: Output) -> in
 
 def cmd_bench(client: Client, args: argparse.Namespace, out: Output) -> int:
     """etcd's benchmark, in small: concurrency, key count, value size, progress bar."""
+    args.endpoints, args.tls = list(client.endpoints), client.tls  # as the client parsed them
     asyncio.run(run_bench(args))
     return EXIT_OK
+
+
+def cmd_snapshot_save(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """etcdctl snapshot save: FILE.part while streaming, renamed to FILE once verified."""
+    bar = _SnapshotProgress(sys.stderr.isatty())
+    try:
+        saved = client.snapshot(args.file, progress=bar)
+    except OSError as exc:
+        raise _UsageError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    bar.finish()
+    h = saved.header
+    if args.write_out == "json":
+        out.json({"file": saved.path, "endpoint": saved.endpoint, **_backup_json(h)})
+    else:
+        out.line(
+            f"Snapshot saved to {saved.path} from member {h.member_id} ({saved.endpoint}): "
+            f"{h.data_size} bytes, {h.key_count} keys, revision {h.revision}, "
+            f"applied index {h.applied_index}, sha256 {h.sha256_hex}"
+        )
+    return EXIT_OK
+
+
+def cmd_snapshot_status(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """etcdutl snapshot status: the header, after reading the whole file to verify it."""
+    h = verify_backup(args.file)  # BackupError (a ValueError): one line, exit 2
+    if args.write_out == "json":
+        out.json({"file": args.file, **_backup_json(h), "verified": True})
+        return EXIT_OK
+    created = datetime.fromtimestamp(h.created_ms / 1000, UTC)
+    rows = [
+        ["size", f"{human_size(h.data_size)} ({h.data_size} bytes of data)"],
+        ["keys", str(h.key_count)],
+        ["revision", str(h.revision)],
+        ["applied index", str(h.applied_index)],
+        ["raft term", str(h.raft_term)],
+        ["cluster id", str(h.cluster_id)],
+        ["member id", str(h.member_id)],
+        ["created", created.isoformat(timespec="seconds")],
+        ["sha256", f"{h.sha256_hex} (verified)"],
+    ]
+    out.line(table(["FILE", args.file], rows))
+    return EXIT_OK
+
+
+def _backup_json(h: BackupHeader) -> dict[str, object]:
+    return {
+        "size": h.data_size,
+        "keys": h.key_count,
+        "revision": h.revision,
+        "applied_index": h.applied_index,
+        "raft_term": h.raft_term,
+        "cluster_id": h.cluster_id,
+        "member_id": h.member_id,
+        "created_ms": h.created_ms,
+        "sha256": h.sha256_hex,
+    }
+
+
+class _SnapshotProgress:
+    """bench's progress bar over the bytes received; the member's size is an estimate,
+    so the bar stays short of full until the stream's trailer has arrived."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Progress | None = None
+
+    def __call__(self, received: int, estimate: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(estimate, "snapshot", self.enabled, human_size)
+        self.bar.total = max(self.bar.total, received + 1)
+        self.bar.tick(received - self.bar.done)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.total = self.bar.done
+            self.bar.tick(0)
 
 
 # -- entry point ------------------------------------------------------------------
@@ -373,6 +486,13 @@ def cmd_bench(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 class _UsageError(Exception):
     """Arguments argparse accepts but the command cannot use together."""
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """TLS when any of --cacert, --cert, --key is given (else plaintext, or https:// endpoints)."""
+    if not (args.tls_cacert or args.tls_cert or args.tls_key):
+        return None
+    return ClientTls(ca_file=args.tls_cacert, cert_file=args.tls_cert, key_file=args.tls_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -385,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout = getattr(args, "default_timeout", DEFAULT_TIMEOUT)
         if timeout <= 0:
             raise _UsageError(f"--timeout must be positive, got {timeout}")
-        with Client(args.endpoints, timeout=timeout) as client:
+        with Client(args.endpoints, timeout=timeout, tls=_client_tls(args)) as client:
             code: int = args.handler(client, args, out)
             return code
     except KVError as exc:

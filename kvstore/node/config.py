@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvstore.storage import DEFAULT_MAP_SIZE
+from kvstore.tls import ServerTls
 
 DEFAULT_MAX_VALUE_SIZE = 1 << 20
 
@@ -41,8 +42,12 @@ def cluster_id_of(initial_cluster: dict[int, str]) -> int:
 class NodeConfig:
     id: int
     client_addr: str
+    # The address the other members know this one by (its identity in the Raft
+    # configuration, sent in MemberAdd); the peer server listens on
+    # listen_peer_addr, by default the same (etcd: advertise vs listen URLs).
     peer_addr: str
     data_dir: Path
+    listen_peer_addr: str = ""
     initial_cluster: dict[int, str] = field(default_factory=dict)
     # Client endpoints of a running cluster to join (instead of initial_cluster).
     join: list[str] = field(default_factory=list)
@@ -50,6 +55,9 @@ class NodeConfig:
     metrics_addr: str | None = None
     # Dial these advertised peer addresses at other host:ports (see transport.dialer).
     peer_routes: dict[str, str] = field(default_factory=dict)
+    # TLS on the client port (None: plaintext) and mutual TLS between peers (kvstore.tls).
+    client_tls: ServerTls | None = None
+    peer_tls: ServerTls | None = None
     election_timeout_ms: int = 1000
     heartbeat_interval_ms: int = 100
     pre_vote: bool = True
@@ -63,6 +71,8 @@ class NodeConfig:
     max_inflight_entries: int = 1024
     # Under load, updates are carried out at most this often (seconds), merged.
     flush_linger: float = 0.001
+    # "uvloop" or "asyncio" (see kvstore.eventloop).
+    event_loop: str = "uvloop"
     # Writes are refused (NoSpace) while a majority has less free map space
     # than this, so that the log and the state machine never hit a full map.
     capacity_threshold: int = 0
@@ -79,6 +89,8 @@ class NodeConfig:
             )
         if self.capacity_threshold == 0:
             self.capacity_threshold = max(4 << 20, 4 * self.max_value_size)
+        if not self.listen_peer_addr:
+            self.listen_peer_addr = self.peer_addr
 
     @property
     def cluster_id(self) -> int:

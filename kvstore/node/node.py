@@ -16,12 +16,12 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvstore.fsm import ProtobufCodec
 from kvstore.metrics import NodeMetrics
+from kvstore.node.capacity import Capacity
 from kvstore.node.config import NodeConfig
 from kvstore.node.membership import Membership, removed_members
 from kvstore.node.outbox import Outbox
@@ -54,9 +54,6 @@ from raftcore import NotLeader as RaftNotLeader
 log = logging.getLogger("kvstore.node")
 
 _APPLY_BATCH = 1024
-# Map space an entry takes beyond its data (keys, record headers, B-tree slack).
-_ENTRY_OVERHEAD = 256
-_FREE_BYTES_MAX_AGE = 0.005  # seconds
 
 
 class Node:
@@ -106,14 +103,11 @@ class Node:
         self.outbox = Outbox()
         self._flush_scheduled = False
         self._last_flush = float("-inf")
+        self._persists_in_flight = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushed_index = 0  # last log index handed to the disk
         self._applying = False
-        self._capacity = 0
-        # (index, size) of the log entries not applied yet, and their total: map
-        # space promised but not (fully) taken yet, see _refresh_capacity.
-        self._unapplied: deque[tuple[int, int]] = deque()
-        self._unapplied_bytes = 0
-        self._free_bytes = 0
-        self._free_read_at = float("-inf")
+        self._space = Capacity(storage.free_bytes)
         self._stopped = False
         self.fatal: asyncio.Future[BaseException] | None = None
 
@@ -152,7 +146,7 @@ class Node:
             state.snapshot,
             state.start_index,
             entries,
-            capacity=self._capacity,
+            capacity=self.capacity,
         )
         self._handle(self.raft.step(event))
         log.info(
@@ -245,7 +239,7 @@ class Node:
     def _on_timer(self) -> None:
         self._timer = None
         if not self._stopped:
-            self.step(Event.timeout(self.now(), capacity=self._capacity))
+            self.step(Event.timeout(self.now(), capacity=self.capacity))
 
     # -- stepping ----------------------------------------------------------------
 
@@ -271,6 +265,7 @@ class Node:
         if flags & UpdateFlags.STATE:
             self._on_state_change()
         if flags & UpdateFlags.COMMIT_INDEX:
+            self._flush_if_landed()
             self.committed_entries = max(self.committed_entries, self.raft.commit_index)
             self._schedule_apply()
             self._notify_configuration()
@@ -292,21 +287,40 @@ class Node:
             hook(update)
 
     def _schedule_flush(self) -> None:
-        """Flush at the end of this turn; but under load (the last flush was less
-        than FLUSH_LINGER ago) wait for that much to pass, so that one disk
-        request and one AppendEntries per follower carry several writes. Idle,
-        nothing waits."""
+        """Flush at the end of this turn, unless our earlier writes are still in
+        flight (Nagle's rule): then what comes meanwhile waits until they land
+        (committed, on the leader; on our disk, anywhere) or flush_linger has
+        passed since the last flush, so that one disk request and one
+        AppendEntries per follower carry many writes: each costs far more CPU
+        than the entries in it (DESIGN 3.3). The batch grows with the load by
+        itself; one client writing at a time never waits."""
         assert self._loop is not None
         self._flush_scheduled = True
         due = self._last_flush + self.config.flush_linger
-        if self._loop.time() < due:
-            self._loop.call_at(due, self._flush)
+        if self._in_flight() and self._loop.time() < due:
+            self._flush_timer = self._loop.call_at(due, self._flush)
         else:
+            self._loop.call_soon(self._flush)
+
+    def _in_flight(self) -> bool:
+        if self._persists_in_flight:
+            return True
+        return self.raft.state == State.LEADER and self.raft.commit_index < self._flushed_index
+
+    def _flush_if_landed(self) -> None:
+        """A flush waiting for earlier writes goes now if they have landed."""
+        if self._flush_timer is not None and not self._in_flight():
+            self._flush_timer.cancel()
+            self._flush_timer = None
+            assert self._loop is not None
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Carry out the merged work of this loop turn (see outbox)."""
         self._flush_scheduled = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         assert self._loop is not None
         self._last_flush = self._loop.time()
         if not self.outbox or self._stopped:
@@ -314,6 +328,8 @@ class Node:
         turn = self.outbox.take()
         if turn.persist is not None:
             self._persist(turn.persist, turn.hard_state, turn.last_index)
+            if turn.last_index:
+                self._flushed_index = turn.last_index
         if turn.messages:
             self._send(turn.messages)
 
@@ -326,11 +342,14 @@ class Node:
             self._hardstate_pending = done
 
         started = time.perf_counter()
+        self._persists_in_flight += 1
 
         def on_done(_: int | None, exc: BaseException | None) -> None:
+            self._persists_in_flight -= 1
             if exc is not None:
                 self._die(f"cannot persist the Raft log: {exc}", exc)
                 return
+            self._flush_if_landed()
             self.metrics.persist_seconds.observe(time.perf_counter() - started)
             if done is not None:
                 done.set_result(None)
@@ -340,7 +359,7 @@ class Node:
                 self._refresh_capacity()  # the follower reports it in this step's answer
                 self.step(
                     Event.persisted_entries(
-                        self.now(), last, term=last_term, capacity=self._capacity
+                        self.now(), last, term=last_term, capacity=self.capacity
                     )
                 )
 
@@ -383,7 +402,7 @@ class Node:
                         time.perf_counter() - sent
                     )
             try:
-                self.step(Event.receive(now, message, capacity=self._capacity))
+                self.step(Event.receive(now, message, capacity=self.capacity))
             except RaftError as exc:
                 log.warning("refused a message from %d: %s", message.server_id, exc)
 
@@ -426,16 +445,16 @@ class Node:
         failed = self.metrics.proposals_failed
         threshold = self.config.capacity_threshold
         try:
-            if self.raft.state == State.LEADER and threshold and self._capacity < threshold:
+            if self.raft.state == State.LEADER and threshold and self.capacity < threshold:
                 # raftcore refuses once a majority *reports* too little space, but
                 # followers report it only after storing what they were sent, so a
                 # burst of writes would all be accepted first. The leader stores
                 # every entry too and knows at once what it accepted.
                 raise RaftNoSpace(
-                    f"member {self.config.id} has {self._capacity} bytes of map space "
+                    f"member {self.config.id} has {self.capacity} bytes of map space "
                     f"left for new entries, less than {threshold}"
                 )
-            self.step(Event.submit(self.now(), [entry], capacity=self._capacity))
+            self.step(Event.submit(self.now(), [entry], capacity=self.capacity))
         except RaftNotLeader as exc:
             failed.labels("not_leader").inc()
             raise NotLeaderError(str(exc)) from exc
@@ -465,7 +484,7 @@ class Node:
             return
         read_id, batch = self.reads.seal()
         try:
-            self.step(Event.read_index(self.now(), read_id, capacity=self._capacity))
+            self.step(Event.read_index(self.now(), read_id, capacity=self.capacity))
         except RaftError as exc:
             self.reads.fail(batch, NotLeaderError(str(exc)))
 
@@ -549,39 +568,16 @@ class Node:
         if pending and pending <= min(self.raft.commit_index, self.applied_index):
             self.step(
                 Event.configuration(
-                    self.now(), pending, self.raft.configuration, capacity=self._capacity
+                    self.now(), pending, self.raft.configuration, capacity=self.capacity
                 )
             )
 
     def _account_entries(self, first: int, entries: Sequence[Entry]) -> None:
-        """Entries from ``first`` on enter the log (replacing any suffix from there)."""
-        unapplied = self._unapplied
-        while unapplied and unapplied[-1][0] >= first:
-            self._unapplied_bytes -= unapplied.pop()[1]
-        for offset, entry in enumerate(entries):
-            size = len(entry.data) + _ENTRY_OVERHEAD
-            unapplied.append((first + offset, size))
-            self._unapplied_bytes += size
-        self._refresh_capacity()
+        self._space.account(first, entries, self.applied_index)
 
     def _refresh_capacity(self) -> None:
-        """Free map space minus what the log's unapplied entries will still take:
-        each is written to the log (unless already persisted) and to the data
-        when applied. Counting both copies until it is applied is conservative;
-        counting neither let a burst of writes near a full map be accepted and
-        then fill the map while being applied, which stops the node (a
-        committed entry must be applied)."""
-        unapplied = self._unapplied
-        while unapplied and unapplied[0][0] <= self.applied_index:
-            self._unapplied_bytes -= unapplied.popleft()[1]
-        # Reading the map's fill level costs ~10 µs; a figure a few ms old is
-        # fine, since what was accepted since is counted in _unapplied_bytes.
-        now = time.monotonic()
-        if now - self._free_read_at > _FREE_BYTES_MAX_AGE:
-            self._free_bytes = self.storage.free_bytes()
-            self._free_read_at = now
-        self._capacity = max(0, self._free_bytes - 2 * self._unapplied_bytes)
+        self._space.refresh(self.applied_index)
 
     @property
     def capacity(self) -> int:
-        return self._capacity
+        return self._space.value

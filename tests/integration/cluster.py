@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kvstore.client import Client, KVError, Status
+from kvstore.client import Client, ClientTls, KVError, Status
 from kvstore.devcluster import REPO, STOP_WAIT, LocalCluster, Member, free_ports
 
 __all__ = [
@@ -42,6 +42,7 @@ LEADER_WAIT = 30.0
 #: well under a second, and still far above a loaded 2-core machine's hiccups.
 FAST_TIMEOUTS = ("--election-timeout", "500", "--heartbeat-interval", "50")
 T = TypeVar("T")
+C = TypeVar("C", bound="Cluster")
 
 
 def wait_until(
@@ -66,20 +67,33 @@ def wait_until(
 
 
 class Cluster(LocalCluster):
-    """``size`` nodes that know each other; ``extra_args`` go to every ``kvstore serve``."""
+    """``size`` nodes that know each other; ``extra_args`` go to every ``kvstore serve``.
 
-    def __init__(self, base_dir: Path, size: int = 3, extra_args: Sequence[str] = ()) -> None:
+    ``client_tls``: how this harness's clients talk to a cluster whose client
+    port uses TLS (set by ``extra_args``); a ``tls=`` argument overrides it.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 3,
+        extra_args: Sequence[str] = (),
+        client_tls: ClientTls | None = None,
+    ) -> None:
         super().__init__(Path(base_dir), size=size, extra_args=list(extra_args))
+        self.client_tls = client_tls
 
     @property
     def nodes(self) -> dict[int, Member]:
         return self.members
 
     def client(self, endpoints: Sequence[str] | None = None, **kwargs: Any) -> Client:
+        kwargs.setdefault("tls", self.client_tls)
         return Client(list(endpoints or self.endpoints), **kwargs)
 
     def node_client(self, node_id: int, **kwargs: Any) -> Client:
         """A client of that node alone (no failover to the others)."""
+        kwargs.setdefault("tls", self.client_tls)
         return Client([self.members[node_id].client_addr], **kwargs)
 
     # -- processes -------------------------------------------------------------
@@ -129,7 +143,7 @@ class Cluster(LocalCluster):
         endpoints = [self.members[i].client_addr for i in ids]
         deadline = time.monotonic() + timeout
         seen: list[str] = []
-        with Client(endpoints, timeout=1.0) as client:
+        with Client(endpoints, timeout=1.0, tls=self.client_tls) as client:
             while time.monotonic() < deadline:
                 self.check_running(ids)
                 rows = client.status()
@@ -163,17 +177,22 @@ class Cluster(LocalCluster):
 
 @contextmanager
 def running_cluster(
-    base_dir: Path, size: int = 3, extra_args: Sequence[str] = (), attempts: int = 3
-) -> Iterator[Cluster]:
+    base_dir: Path,
+    size: int = 3,
+    extra_args: Sequence[str] = (),
+    attempts: int = 3,
+    factory: Callable[[Path, int, Sequence[str]], C] = Cluster,  # type: ignore[assignment]
+) -> Iterator[C]:
     """A started cluster with an agreed leader; stopped on the way out, whatever happens.
 
     Free ports can be taken by someone else between choosing and binding
-    them; a start whose node then dies is retried on new ports.
+    them; a start whose node then dies is retried on new ports. ``factory``
+    builds a cluster of a subclass (the chaos tests' clusters behind proxies).
     """
-    cluster: Cluster | None = None
+    cluster: C | None = None
     try:
         for attempt in range(1, attempts + 1):
-            cluster = Cluster(base_dir / f"try{attempt}", size, extra_args)
+            cluster = factory(base_dir / f"try{attempt}", size, extra_args)
             try:
                 cluster.start()
                 cluster.wait_for_leader()

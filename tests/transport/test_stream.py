@@ -125,7 +125,8 @@ def test_a_frame_for_another_member_is_refused():
             a.send([heartbeat(3, b.address, 0)])  # a believes member 3 listens at b's address
             await until(lambda: b.servicer.stats.refused_recipient >= 1)
             assert "addressed to member 3, but this is member 2" in b.servicer.stats.last_refusal
-            assert a.transport.stats()[3].last_error.startswith("FAILED_PRECONDITION")
+            # The sender learns of the refusal when its stream ends, a moment later.
+            await until(lambda: a.transport.stats()[3].last_error.startswith("FAILED_PRECONDITION"))
             a.send([heartbeat(2, b.address, 1)])  # the same pair of nodes still works
             await until(lambda: len(b.received) == 1)
 
