@@ -154,5 +154,4 @@ async def serve_snapshot(executor: Executor, context: grpc.aio.ServicerContext) 
             code = "INTERNAL"
         raise
     finally:
-        node.metrics.grpc_seconds.labels(METHOD).observe(time.perf_counter() - started)
-        node.metrics.grpc_requests.labels(METHOD, code).inc()
+        node.metrics.observe_request(METHOD, code, time.perf_counter() - started)

@@ -90,6 +90,18 @@ class NodeMetrics:
             registry=r,
         )
         self.loop_heartbeat = time.monotonic()
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        """Count one client request. The labelled children are looked up once:
+        ``labels()`` takes a lock and builds a key each time, per request."""
+        key = (method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.grpc_seconds.labels(method), self.grpc_requests.labels(method, code))
+            self._children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def attach(self, node: Node) -> None:
         self.registry.register(_NodeCollector(node))

@@ -47,8 +47,7 @@ async def run_request(
         code = exc.code.name
         await context.abort(exc.code, exc.message)
     finally:
-        metrics.grpc_seconds.labels(method).observe(time.perf_counter() - started)
-        metrics.grpc_requests.labels(method, code).inc()
+        metrics.observe_request(method, code, time.perf_counter() - started)
 
 
 class KVService(kv_pb2_grpc.KVServicer):

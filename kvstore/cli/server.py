@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag("max-value-size", "largest value in bytes", str(DEFAULT_MAX_VALUE_SIZE), type=int)
     flag("request-timeout", "server-side bound on one request, seconds", "5", type=float)
     flag(
-        "flush-linger", "under load, carry out Raft updates at most this often, ms", "1", type=float
+        "flush-linger",
+        "while earlier writes are in flight, batch new ones for at most this long, ms",
+        "10",
+        type=float,
     )
     flag(
         "event-loop",

@@ -69,8 +69,9 @@ class NodeConfig:
     # Unacknowledged entries per follower. C-Raft's 32 would cap a pipeline
     # of one-entry client writes at 32 per follower round trip.
     max_inflight_entries: int = 1024
-    # Under load, updates are carried out at most this often (seconds), merged.
-    flush_linger: float = 0.001
+    # While earlier writes are in flight, new updates wait for them to land, but
+    # at most this long (seconds) after the last flush (see Node._schedule_flush).
+    flush_linger: float = 0.010
     # "uvloop" or "asyncio" (see kvstore.eventloop).
     event_loop: str = "uvloop"
     # Writes are refused (NoSpace) while a majority has less free map space

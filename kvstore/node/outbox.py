@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from kvstore.storage import Persist
 from raftcore import AppendEntries, AppendEntriesResult, Entry, Message, Update, UpdateFlags
 
+_CURRENT_TERM = int(UpdateFlags.CURRENT_TERM)
+_VOTED_FOR = int(UpdateFlags.VOTED_FOR)
+
 
 @dataclass
 class Turn:
@@ -41,10 +44,10 @@ class Outbox:
 
     def add(self, update: Update, term: int, voted_for: int) -> None:
         """Take what ``update`` asks to persist and send (term/vote as they are now)."""
-        flags = update.flags
-        if flags & UpdateFlags.CURRENT_TERM:
+        flags = int(update.flags)
+        if flags & _CURRENT_TERM:
             self._term = term
-        if flags & UpdateFlags.VOTED_FOR:
+        if flags & _VOTED_FOR:
             self._voted_for = voted_for
         if update.entries:
             index = update.entries_index
