@@ -490,6 +490,9 @@ class Node:
             self.step(Event.read_index(self.now(), read_id, capacity=self.capacity))
         except RaftError as exc:
             self.reads.fail(batch, NotLeaderError(str(exc)))
+            return
+        if self._flush_timer is not None:
+            self._flush()  # the round's heartbeats do not wait for writes in flight
 
     async def wait_applied(self, index: int) -> None:
         await self.applied_waiters.wait(index, self.applied_index)

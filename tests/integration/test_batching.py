@@ -1,0 +1,82 @@
+"""Writes in flight carry the next ones (Node._schedule_flush, Nagle's rule).
+
+The members run with a flush linger of a minute, so the linger never ends a
+wait here: a lone write must go out at once, and writes that arrive while
+others are in flight must go out when those land (commit), many per disk
+write and per AppendEntries. Were either rule broken, writes would stall
+until the client's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc.aio
+import pytest
+
+from kvstore.v1 import kv_pb2, kv_pb2_grpc
+from tests.integration.cluster import Cluster, running_cluster
+
+LINGER_MS = 60_000
+CONCURRENT = 32
+ROUNDS = 10
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = Path(tmp_path_factory.mktemp("batching"))
+    with running_cluster(base, 3, ["--flush-linger", str(LINGER_MS)]) as cluster:
+        yield cluster
+
+
+def metric(cluster: Cluster, node_id: int, name: str) -> float:
+    """The sum of a metric's samples (all labels) on one member."""
+    address = cluster.members[node_id].metrics_addr
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
+async def put_all(address: str, keys: list[bytes], deadline: float) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+        await asyncio.gather(
+            *(stub.Put(kv_pb2.PutRequest(key=k, value=b"v" * 100), timeout=deadline) for k in keys)
+        )
+
+
+def test_a_lone_write_does_not_wait_for_the_linger(cluster: Cluster) -> None:
+    leader = cluster.leader_id()
+    with cluster.node_client(leader, timeout=5) as client:
+        for i in range(5):  # one at a time: each finds nothing in flight
+            client.put(f"lone/{i}".encode(), b"v")
+        assert client.get(b"lone/4").value == b"v"
+
+
+def test_writes_in_flight_carry_the_next_ones(cluster: Cluster) -> None:
+    leader = cluster.leader_id()
+    address = cluster.members[leader].client_addr
+    persists = "kvstore_log_persist_duration_seconds_count"
+    frames = "kvstore_peer_frames_sent_total"
+    persists_before = metric(cluster, leader, persists)
+    frames_before = metric(cluster, leader, frames)
+    total = 0
+    for r in range(ROUNDS):
+        keys = [f"batch/{r}/{i}".encode() for i in range(CONCURRENT)]
+        asyncio.run(put_all(address, keys, deadline=10))
+        total += len(keys)
+    persisted = metric(cluster, leader, persists) - persists_before
+    sent = metric(cluster, leader, frames) - frames_before
+    # One disk write and one frame per follower per write would be `total` and
+    # 2 * total; batches of even two writes halve them. Heartbeats add a few frames.
+    assert persisted <= total / 2, f"{persisted} leader disk writes for {total} writes"
+    assert sent <= total, f"{sent} frames to followers for {total} writes"
+    with cluster.node_client(leader, timeout=5) as client:
+        assert len(client.range(prefix=b"batch/").kvs) == total
