@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS ?= 5000
 SEED_START ?= 0
 
-.PHONY: venv test lint format sim bench-raftcore clean proto run bench deploy-check image
+.PHONY: venv test lint format sim bench-raftcore clean proto run bench deploy-check image chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+## chaos: the long chaos run: faults on a real cluster under random clients, checked for
+## linearizability; history, verdict and timeline.png in CHAOS_RESULTS (exit 1 on a violation)
+CHAOS_NODES ?= 5
+CHAOS_DURATION ?= 600
+CHAOS_SEED ?= $(shell date +%s)
+CHAOS_RESULTS ?= chaos-results/$(shell date +%Y%m%d-%H%M%S)
+chaos: venv
+	$(PY) -m tests.chaos.runner --nodes $(CHAOS_NODES) --duration $(CHAOS_DURATION) \
+		--seed $(CHAOS_SEED) --results $(CHAOS_RESULTS)
 
 ## sim: more simulator seeds, e.g. make sim SEEDS=20000 SEED_START=1000
 sim: venv
