@@ -138,9 +138,13 @@ class ForwardClient:
 
     async def __call__(self, address: str, method: str, payload: bytes, timeout: float) -> bytes:
         link = self._links.get(address)
+        if link is not None and link.broken:
+            if self._links.get(address) is link:
+                del self._links[address]
+            await link.close()
+            # Requests that found the same broken link meanwhile share one new link.
+            link = self._links.get(address)
         if link is None or link.broken:
-            if link is not None:
-                await link.close()
             link = _Link(address, self._metadata, self._dialer)
             self._links[address] = link
         is_write = method not in READS  # membership changes too: a lost answer is "unknown"

@@ -69,6 +69,11 @@ class NodeConfig:
     # Unacknowledged entries per follower. C-Raft's 32 would cap a pipeline
     # of one-entry client writes at 32 per follower round trip.
     max_inflight_entries: int = 1024
+    # raftcore asks for a snapshot again after this long without an answer. The
+    # node does not resend one that arrived (see SnapshotManager.send), so this
+    # bounds how long a follower waits after a send failed (it was down): C-Raft's
+    # 30 s kept restarted members behind that long in the chaos tests.
+    install_snapshot_timeout_ms: int = 5_000
     # While earlier writes are in flight, new updates wait for them to land, but
     # at most this long (seconds) after the last flush (see Node._schedule_flush).
     flush_linger: float = 0.010

@@ -78,6 +78,7 @@ class Node:
             pre_vote=config.pre_vote,
             capacity_threshold=config.capacity_threshold,
             max_inflight_entries=config.max_inflight_entries,
+            install_snapshot_timeout=config.install_snapshot_timeout_ms,
         )
         self.transport: Any = None  # set by attach_transport (kvstore.transport)
         self.committer: GroupCommitter | None = None

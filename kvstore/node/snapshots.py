@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kvstore.snapshot")
 
 SEND_TIMEOUT = 300.0
+# After a snapshot arrived, how long its follower may take to install and
+# answer before raftcore's repeated request sends it again.
+DELIVERED_GRACE = 60.0
 
 
 class SnapshotManager:
@@ -35,6 +38,7 @@ class SnapshotManager:
         self.last_duration = 0.0
         self._taking = False
         self._sending: dict[int, asyncio.Task[None]] = {}
+        self._delivered: dict[int, tuple[int, float]] = {}  # follower -> (index, when)
         self._staged: tuple[int, SnapshotInstaller] | None = None
         self._install_done: asyncio.Future[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,12 +81,21 @@ class SnapshotManager:
     # -- sending -------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        """Stream our data to a follower that needs entries we no longer keep."""
+        """Stream our data to a follower that needs entries we no longer keep.
+
+        raftcore asks again every install_snapshot_timeout until the follower
+        answers. A send still running, or one that arrived moments ago (the
+        follower is installing it), is not repeated; a failed one is."""
         to = message.server_id
         if to in self._sending and not self._sending[to].done():
             return
         header = message.payload
         assert isinstance(header, InstallSnapshot)
+        delivered = self._delivered.get(to)
+        now = asyncio.get_running_loop().time()
+        if delivered is not None and delivered[0] >= header.last_index:
+            if now - delivered[1] < DELIVERED_GRACE:
+                return
         self._sending[to] = self._spawn(self._send(to, message.server_address, header))
 
     async def _send(self, to: int, address: str, header: InstallSnapshot) -> None:
@@ -98,6 +111,7 @@ class SnapshotManager:
                 to, address, header, source.chunks(), SEND_TIMEOUT
             )
             if ok:
+                self._delivered[to] = (header.last_index, asyncio.get_running_loop().time())
                 self.sent += 1
                 self.node.metrics.snapshot_seconds.labels("send").observe(
                     asyncio.get_running_loop().time() - started
