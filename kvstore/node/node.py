@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,6 +55,10 @@ from raftcore import NotLeader as RaftNotLeader
 log = logging.getLogger("kvstore.node")
 
 _APPLY_BATCH = 1024
+# Flushes of a leader's writes that may be in flight (not committed) before the
+# next waits for one to land. Measured at 64 clients: 1 gave ~10% more puts/s
+# than 2 or 3 (bigger batches, less CPU per write).
+FLUSH_WINDOW = 1
 _PERSIST = int(UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES)
 _STATE = int(UpdateFlags.STATE)
 _COMMIT_INDEX = int(UpdateFlags.COMMIT_INDEX)
@@ -111,7 +116,8 @@ class Node:
         self._last_flush = float("-inf")
         self._persists_in_flight = 0
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._flushed_index = 0  # last log index handed to the disk
+        # Last log index of each flush of ours not yet committed (leader).
+        self._uncommitted_flushes: deque[int] = deque()
         self._applying = False
         self._space = Capacity(storage.free_bytes)
         self._stopped = False
@@ -276,6 +282,9 @@ class Node:
         if flags & _READS:
             for read_id, index in update.reads:
                 self.reads.ready(read_id, index)
+            if self.reads.forming and not self.reads.in_flight:
+                assert self._loop is not None
+                self._loop.call_soon(self._flush_reads)
         if flags & _TIMEOUT or self._timer is None:
             self._arm_timer()
         leader_id = self.raft.leader[0]
@@ -309,7 +318,15 @@ class Node:
     def _in_flight(self) -> bool:
         if self._persists_in_flight:
             return True
-        return self.raft.state == State.LEADER and self.raft.commit_index < self._flushed_index
+        if self.raft.state != State.LEADER:
+            return False
+        flushes, commit = self._uncommitted_flushes, self.raft.commit_index
+        while flushes and (flushes[0] <= commit or flushes[-1] > self.raft.last_index):
+            if flushes[0] <= commit:
+                flushes.popleft()
+            else:  # our log was truncated under it (we were a follower then)
+                flushes.clear()
+        return len(flushes) >= FLUSH_WINDOW
 
     def _flush_if_landed(self) -> None:
         """A flush waiting for earlier writes goes now if they have landed."""
@@ -333,7 +350,7 @@ class Node:
         if turn.persist is not None:
             self._persist(turn.persist, turn.hard_state, turn.last_index)
             if turn.last_index:
-                self._flushed_index = turn.last_index
+                self._uncommitted_flushes.append(turn.last_index)
         if turn.messages:
             self._send(turn.messages)
 
@@ -479,18 +496,21 @@ class Node:
         future, first = self.reads.join()
         if first:
             assert self._loop is not None
-            self._loop.call_soon(self._flush_reads)
+            if self.reads.in_flight:  # it goes when that round ends (see _handle)
+                self._loop.call_later(self.config.flush_linger, self._flush_reads)
+            else:
+                self._loop.call_soon(self._flush_reads)
         index = await future
         await self.applied_waiters.wait(index, self.applied_index)
 
     def _flush_reads(self) -> None:
         if not self.reads.forming:
             return
-        read_id, batch = self.reads.seal()
+        read_id, _ = self.reads.seal()
         try:
             self.step(Event.read_index(self.now(), read_id, capacity=self.capacity))
         except RaftError as exc:
-            self.reads.fail(batch, NotLeaderError(str(exc)))
+            self.reads.fail_round(read_id, NotLeaderError(str(exc)))
             return
         if self._flush_timer is not None:
             self._flush()  # the round's heartbeats do not wait for writes in flight

@@ -91,11 +91,9 @@ class SnapshotManager:
             return
         header = message.payload
         assert isinstance(header, InstallSnapshot)
-        delivered = self._delivered.get(to)
-        now = asyncio.get_running_loop().time()
-        if delivered is not None and delivered[0] >= header.last_index:
-            if now - delivered[1] < DELIVERED_GRACE:
-                return
+        index, at = self._delivered.get(to, (0, float("-inf")))
+        if index >= header.last_index and asyncio.get_running_loop().time() - at < DELIVERED_GRACE:
+            return
         self._sending[to] = self._spawn(self._send(to, message.server_address, header))
 
     async def _send(self, to: int, address: str, header: InstallSnapshot) -> None:

@@ -79,7 +79,8 @@ class AppliedWaiters:
 
 
 class ReadBatches:
-    """Linearizable reads that arrive together share one ReadIndex round."""
+    """Linearizable reads that arrive together, or while a round is in flight,
+    share one ReadIndex round (as etcd's read loop)."""
 
     def __init__(self) -> None:
         self.forming: list[asyncio.Future[int]] = []
@@ -99,10 +100,18 @@ class ReadBatches:
         self._sent[read_id] = batch
         return read_id, batch
 
+    @property
+    def in_flight(self) -> bool:
+        """A sealed batch waits for its round."""
+        return bool(self._sent)
+
     def ready(self, read_id: int, index: int) -> None:
         for future in self._sent.pop(read_id, []):
             if not future.done():
                 future.set_result(index)
+
+    def fail_round(self, read_id: int, exc: Exception) -> None:
+        self.fail(self._sent.pop(read_id, []), exc)
 
     def fail(self, batch: list[asyncio.Future[int]], exc: Exception) -> None:
         for future in batch:

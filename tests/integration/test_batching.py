@@ -1,4 +1,6 @@
-"""Writes in flight carry the next ones (Node._schedule_flush, Nagle's rule).
+"""Writes in flight carry the next ones (Node._schedule_flush, Nagle's rule),
+and linearizable reads that arrive while a ReadIndex round is in flight share
+the next round (Node.read_index).
 
 The members run with a flush linger of a minute, so the linger never ends a
 wait here: a lone write must go out at once, and writes that arrive while
@@ -52,6 +54,22 @@ async def put_all(address: str, keys: list[bytes], deadline: float) -> None:
         )
 
 
+async def get_all(address: str, keys: list[bytes], deadline: float) -> list[bool]:
+    """Linearizable gets (the default), ``clients`` at a time, each client in a loop."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+
+        async def client(mine: list[bytes]) -> list[bool]:
+            found = []
+            for key in mine:
+                reply = await stub.Get(kv_pb2.GetRequest(key=key), timeout=deadline)
+                found.append(reply.found)
+            return found
+
+        parts = await asyncio.gather(*(client(keys[i::CONCURRENT]) for i in range(CONCURRENT)))
+        return [f for part in parts for f in part]
+
+
 def test_a_lone_write_does_not_wait_for_the_linger(cluster: Cluster) -> None:
     leader = cluster.leader_id()
     with cluster.node_client(leader, timeout=5) as client:
@@ -80,3 +98,17 @@ def test_writes_in_flight_carry_the_next_ones(cluster: Cluster) -> None:
     assert sent <= total, f"{sent} frames to followers for {total} writes"
     with cluster.node_client(leader, timeout=5) as client:
         assert len(client.range(prefix=b"batch/").kvs) == total
+
+
+def test_reads_during_a_round_share_the_next_round(cluster: Cluster) -> None:
+    leader = cluster.leader_id()
+    address = cluster.members[leader].client_addr
+    asyncio.run(put_all(address, [b"read/present"], deadline=10))
+    frames = "kvstore_peer_frames_sent_total"
+    before = metric(cluster, leader, frames)
+    keys = [b"read/present"] * (CONCURRENT * ROUNDS)
+    found = asyncio.run(get_all(address, keys, deadline=10))
+    sent = metric(cluster, leader, frames) - before
+    assert all(found) and len(found) == len(keys)
+    # A round per read would send 2 frames (one per follower) per read.
+    assert sent <= len(keys), f"{sent} frames to followers for {len(keys)} reads"
