@@ -2,8 +2,9 @@
 
 As in C-Raft and etcd-raft, a follower is in one of three modes: PROBE (find
 where the logs match, one message per heartbeat or response), PIPELINE
-(stream entries optimistically, at most ``max_inflight_entries`` unacknowledged)
-or SNAPSHOT (an InstallSnapshot is on its way).
+(stream entries optimistically, at most ``max_inflight_entries`` unacknowledged;
+a full window gets only heartbeats and read rounds until an answer moves the
+match index) or SNAPSHOT (an InstallSnapshot is on its way).
 """
 
 from __future__ import annotations

@@ -28,9 +28,7 @@ def on_submit(r: Raft, event: Event) -> None:
     entries = list(event.entries)
     _check_submit(r, entries)
     append_as_leader(r, entries)
-    for server_id, progress in r.progress.items():
-        if progress.mode == Mode.PIPELINE:
-            replicate(r, server_id, progress)
+    broadcast(r, heartbeat=False)
 
 
 def _check_submit(r: Raft, entries: list[Entry]) -> None:
@@ -84,9 +82,30 @@ def append_as_leader(r: Raft, entries: list[Entry]) -> None:
 
 
 def broadcast(r: Raft, heartbeat: bool) -> None:
+    """An AppendEntries to every follower, or (not ``heartbeat``) new entries
+    to the followers whose window has room, as etcd's bcastAppend."""
     for server_id, progress in r.progress.items():
-        if heartbeat or progress.mode == Mode.PIPELINE:
+        if heartbeat:
             replicate(r, server_id, progress)
+        else:
+            send_more(r, server_id, progress)
+
+
+def send_more(r: Raft, server_id: int, progress: Progress) -> None:
+    """Send a PIPELINE follower the entries it lacks if its window has room.
+
+    Never an empty AppendEntries (etcd's maybeSendAppend without sendIfEmpty):
+    a follower whose window is full waits for an answer that moves its match
+    index, and meanwhile hears from the leader at heartbeat pace and once per
+    read round. Answering every result instead made a ping-pong with a
+    follower that answers a read round's AppendEntries at once.
+    """
+    if progress.next_index > r.log.last_index or progress.mode != Mode.PIPELINE:
+        return
+    if progress.in_flight() >= r.max_inflight_entries:
+        r.trace("server %d has %d entries in flight -> wait", server_id, progress.in_flight())
+        return
+    replicate(r, server_id, progress)
 
 
 def replicate(r: Raft, server_id: int, progress: Progress) -> None:
@@ -206,8 +225,7 @@ def recv_append_entries_result(r: Raft, message: Message) -> None:
         return
     transfer.on_progress(r, sender, progress)
     membership.catch_up_progress(r, sender, progress)
-    if progress.next_index <= r.log.last_index:
-        replicate(r, sender, progress)
+    send_more(r, sender, progress)
 
 
 def maybe_commit(r: Raft) -> None:

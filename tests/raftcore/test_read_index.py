@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 
 from raftcore import AppendEntries, Event, NotLeader, UpdateFlags
-from tests.raftcore.harness import Cluster
+from tests.raftcore.harness import HEARTBEAT_TIMEOUT, Cluster
 
 
 def reads_of(c: Cluster, server_id: int) -> list[tuple[int, int]]:
     return [read for u in c.updates(server_id) for read in u.reads]
 
 
-def leader_with_commit(n: int) -> Cluster:
+def leader_with_commit(n: int, **options: object) -> Cluster:
     """Server 1 leads and has committed an entry of its own term."""
-    c = Cluster(n)
+    c = Cluster(n, **options)
     c.elect(1)
     c.submit(1, b"a")
     c.settle()
@@ -112,6 +112,78 @@ def test_followers_echo_the_round_even_before_their_entries_are_durable() -> Non
     c.deliver(src=1)
     answers = c.deliver(src=2)
     assert any(u.reads for u in answers)
+
+
+def full_windows(n: int, *followers: int) -> Cluster:
+    """Server 1 leads with max_inflight_entries=4 and 10 new entries, 4 of them
+    in each follower's window; ``followers`` appended those but did not persist them."""
+    c = leader_with_commit(n, max_inflight_entries=4)
+    for i in range(10):
+        c.submit(1, b"%d" % i)
+    for follower in followers:
+        c.deliver(src=1, dst=follower)
+    return c
+
+
+def exchange(c: Cluster, rounds: int = 20) -> None:
+    """Deliver back and forth, writes left pending, until the network is quiet."""
+    for _ in range(rounds):
+        if not c.network:
+            return
+        c.deliver()
+
+
+def test_a_read_round_with_full_windows_completes_with_one_append_entries_per_voter() -> None:
+    c = full_windows(3, 2, 3)
+    commit = c.raft(1).commit_index
+    mark = len(c[1].sent)
+
+    c.step(1, Event.read_index(c.now, 6))
+    exchange(c)
+
+    assert reads_of(c, 1) == [(6, commit)]
+    assert c.network == []
+    for follower in (2, 3):
+        [ae] = c.sent(1, follower, AppendEntries, since=mark)
+        assert (ae.entries, ae.context) == ([], c.raft(1).read_round)
+
+
+def test_a_waiting_read_round_with_a_full_window_does_not_ping_pong() -> None:
+    # 1 and 2 are cut off from 3, 4 and 5: the round cannot reach a majority,
+    # and server 2 answers each AppendEntries of the round at once.
+    c = leader_with_commit(5, max_inflight_entries=4)
+    c.partition([1, 2], [3, 4, 5])
+    for i in range(10):
+        c.submit(1, b"%d" % i)
+    c.deliver(src=1, dst=2)
+    mark = len(c[1].sent)
+
+    c.step(1, Event.read_index(c.now, 4))
+    exchange(c)
+
+    assert c.network == []
+    assert len(c.sent(1, 2, AppendEntries, since=mark)) == 1
+    # The round goes on at heartbeat pace, one AppendEntries per heartbeat timeout.
+    mark = len(c[1].sent)
+    c.advance(3 * HEARTBEAT_TIMEOUT)
+    exchange(c)
+    heartbeats = c.sent(1, 2, AppendEntries, since=mark)
+    assert [ae.context for ae in heartbeats] == [c.raft(1).read_round] * 3
+    assert reads_of(c, 1) == []
+
+
+def test_a_read_round_whose_append_entries_are_lost_completes_at_the_next_heartbeat() -> None:
+    c = full_windows(3, 2, 3)
+    commit = c.raft(1).commit_index
+
+    c.step(1, Event.read_index(c.now, 5))
+    c.drop(src=1)
+    exchange(c)
+    assert reads_of(c, 1) == []
+
+    c.advance(HEARTBEAT_TIMEOUT)
+    exchange(c)
+    assert reads_of(c, 1) == [(5, commit)]
 
 
 def test_losing_leadership_drops_pending_reads() -> None:

@@ -206,6 +206,68 @@ def test_acknowledgements_open_the_pipeline_again() -> None:
     assert sent == set(range(matched + 5, matched + 9))
 
 
+def full_window(n: int = 3) -> Cluster:
+    """Server 1 leads with max_inflight_entries=4 and 10 new entries: each
+    follower's window holds 4 of them and 6 wait (nothing delivered yet)."""
+    c = leader_cluster(n, max_inflight_entries=4)
+    for i in range(10):
+        c.submit(1, b"%d" % i)
+    return c
+
+
+def test_a_result_that_does_not_move_match_sends_nothing_when_the_window_is_full() -> None:
+    c = full_window()
+    matched = c.raft(1).match_index(2)
+    term = c.raft(1).current_term
+
+    # An answer that acknowledges nothing new (a duplicate, or one to a heartbeat).
+    update = c.send(2, 1, AppendEntriesResult(term=term, rejected=0, last_log_index=matched))
+
+    assert c.raft(1).match_index(2) == matched
+    assert update.messages == []
+
+
+def test_a_result_that_moves_match_sends_entries_never_an_empty_append_entries() -> None:
+    c = full_window()
+    matched = c.raft(1).match_index(2)
+    term = c.raft(1).current_term
+    mark = len(c[1].sent)
+
+    update = c.send(2, 1, AppendEntriesResult(term=term, rejected=0, last_log_index=matched + 1))
+    # One more slot in the window: exactly the next entry goes out.
+    [ae] = c.sent(1, 2, AppendEntries, since=mark)
+    assert entries_sent([ae]) == {matched + 5}
+    assert [m.server_id for m in update.messages] == [2]
+
+    # The window is full again: a further answer for the same index sends nothing.
+    update = c.send(2, 1, AppendEntriesResult(term=term, rejected=0, last_log_index=matched + 1))
+    assert update.messages == []
+
+
+def test_submit_sends_nothing_to_a_follower_whose_window_is_full() -> None:
+    c = full_window()
+
+    update = c.submit(1, b"more")
+
+    assert update.flags & UpdateFlags.ENTRIES
+    assert update.messages == []
+
+
+def test_a_full_window_whose_entries_were_lost_is_repaired_at_the_next_heartbeat() -> None:
+    c = full_window()
+    c.drop(src=1)  # the 4 entries in each window are lost
+    mark = len(c[1].sent)
+
+    c.advance(HEARTBEAT_TIMEOUT, settle=True)
+
+    # The heartbeat is rejected, the leader probes back and sends the rest.
+    assert entries_sent(c.sent(1, 2, AppendEntries, since=mark)) >= set(
+        range(c.raft(2).commit_index + 1, c.raft(1).last_index + 1)
+    )
+    assert c.raft(2).last_index == c.raft(1).last_index
+    assert c.raft(1).commit_index == c.raft(1).last_index
+
+
 def test_entries_are_sent_without_waiting_for_acknowledgements() -> None:
     c = leader_cluster()
     mark = len(c[1].sent)
