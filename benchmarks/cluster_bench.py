@@ -59,7 +59,8 @@ def main() -> int:
             ]
             endpoints = ["--endpoints", ",".join(cluster.endpoints)]
             runs = [
-                ("echo", [], "a bare grpc.aio server"),
+                ("echo", [], "a bare grpc.aio server on uvloop (as kvstore serve)"),
+                ("echo", ["--echo-loop", "asyncio"], "a bare grpc.aio server (asyncio loop)"),
                 ("put", ["--endpoints", leader], "to the leader"),
                 ("get", ["--endpoints", leader], "to the leader (linearizable)"),
                 ("put", endpoints, "spread over all members (followers forward)"),

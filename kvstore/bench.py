@@ -178,7 +178,10 @@ async def serve_echo(address: str) -> None:
     await server.wait_for_termination()
 
 
-def start_echo_server() -> tuple[subprocess.Popen[bytes], str]:
+def start_echo_server(event_loop: str = "uvloop") -> tuple[subprocess.Popen[bytes], str]:
+    """The echo server in a child process, by default on the event loop
+    ``kvstore serve`` runs on, so that the two compare; "asyncio" gives grpc.aio
+    as it comes."""
     from kvstore.devcluster import free_port
 
     address = f"127.0.0.1:{free_port()}"
@@ -186,9 +189,8 @@ def start_echo_server() -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-c",
-            # On the event loop `kvstore serve` runs on, so that the two compare.
             "from kvstore.eventloop import run_event_loop; import kvstore.bench as b; "
-            f"run_event_loop(b.serve_echo({address!r}))",
+            f"run_event_loop(b.serve_echo({address!r}), {event_loop!r})",
         ]
     )
     return process, address
@@ -202,6 +204,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-count", type=int, default=10000)
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--progress", action="store_true", default=sys.stderr.isatty())
+    parser.add_argument(
+        "--echo-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="echo: the echo server's event loop (uvloop: as kvstore serve's)",
+    )
 
 
 async def run(args: argparse.Namespace) -> list[Report]:
@@ -210,7 +218,7 @@ async def run(args: argparse.Namespace) -> list[Report]:
     reports = []
     for clients in [int(c) for c in str(args.clients).split(",")]:
         if args.op == "echo":
-            process, address = start_echo_server()
+            process, address = start_echo_server(args.echo_loop)
             try:
                 await asyncio.sleep(0.5)
                 reports.append(await bench_echo(args, address, clients))
