@@ -95,6 +95,28 @@ async def fetch_cluster_id(
     return int(response.header.cluster_id)
 
 
+class _Attempts:
+    """Rounds over the endpoints until a deadline, with backoff between rounds,
+    remembering why each endpoint failed last."""
+
+    def __init__(self, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + timeout
+        self._backoff = _BACKOFF_INITIAL
+        self.failures: dict[str, str] = {}
+
+    def remaining(self) -> float:
+        return self._deadline - self._loop.time()
+
+    async def next_round(self, give_up: Callable[[str], str]) -> None:
+        """Wait for the next round, or raise JoinError(give_up(summary of failures))."""
+        if self.remaining() <= 0:
+            summary = "; ".join(f"{e}: {r}" for e, r in self.failures.items()) or "no attempt"
+            raise JoinError(give_up(summary))
+        await asyncio.sleep(min(self._backoff, max(self.remaining(), 0)))
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+
+
 async def fetch_member_list(
     endpoints: Sequence[str],
     timeout: float,
@@ -107,14 +129,11 @@ async def fetch_member_list(
     leader, so a cluster that is electing one still tells its id (and a
     Kubernetes pod learns whether the configuration holds it: kvstore.k8s).
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    failures: dict[str, str] = {}
-    backoff = _BACKOFF_INITIAL
+    attempts = _Attempts(timeout)
     request = kv_pb2.MemberListRequest(consistency=kv_pb2.SERIALIZABLE)
     while True:
         for endpoint in endpoints:
-            remaining = deadline - loop.time()
+            remaining = attempts.remaining()
             if remaining <= 0:
                 break
             async with _channel(endpoint, credentials) as channel:
@@ -124,19 +143,17 @@ async def fetch_member_list(
                         request, timeout=min(_PROBE_TIMEOUT, remaining)
                     )
                 except grpc.aio.AioRpcError as exc:
-                    failures[endpoint] = _reason(exc)
+                    attempts.failures[endpoint] = _reason(exc)
                     continue
             if response.header.cluster_id:
                 return response
-            failures[endpoint] = "answered without a cluster id"
-        if deadline - loop.time() <= 0:
-            summary = "; ".join(f"{e}: {r}" for e, r in failures.items()) or "no attempt"
-            raise JoinError(
+            attempts.failures[endpoint] = "answered without a cluster id"
+        await attempts.next_round(
+            lambda summary: (
                 f"cannot learn the cluster id from --join {','.join(endpoints)} "
                 f"within {timeout:g} s ({summary})"
             )
-        await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0)))
-        backoff = min(backoff * 2, _BACKOFF_MAX)
+        )
 
 
 async def join(
@@ -150,17 +167,14 @@ async def join(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Ask the cluster to add this member; return once it is a voter (or raise JoinError)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    failures: dict[str, str] = {}
-    backoff = _BACKOFF_INITIAL
+    attempts = _Attempts(timeout)
     request = kv_pb2.MemberAddRequest(id=member_id, peer_address=peer_address)
     while True:
         if is_voter():
             log.info("member %d is a voter already: nothing to join", member_id)
             return
         for endpoint in endpoints:
-            remaining = deadline - loop.time()
+            remaining = attempts.remaining()
             if remaining <= 0:
                 break
             log.info("asking %s to add member %d (%s)", endpoint, member_id, peer_address)
@@ -175,7 +189,7 @@ async def join(
                             f"{endpoint} refused to add member {member_id} at {peer_address}: "
                             f"{reason}"
                         ) from None
-                    failures[endpoint] = reason
+                    attempts.failures[endpoint] = reason
                     log.warning("joining through %s failed: %s; trying again", endpoint, reason)
                     continue
             if response.header.cluster_id != cluster_id:
@@ -186,11 +200,9 @@ async def join(
             roles = {m.id: kv_pb2.MemberRole.Name(m.role) for m in response.members}
             log.info("member %d joined the cluster as a voter: members %s", member_id, roles)
             return
-        if deadline - loop.time() <= 0:
-            summary = "; ".join(f"{e}: {r}" for e, r in failures.items()) or "no attempt"
-            raise JoinError(
-                f"member {member_id} was not added within --join-timeout {timeout:g} s "
-                f"({summary}); MemberAdd is idempotent: restarting retries it"
+        await attempts.next_round(
+            lambda summary: (
+                f"member {member_id} was not added within --join-timeout "
+                f"{timeout:g} s ({summary}); MemberAdd is idempotent: restarting retries it"
             )
-        await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0)))
-        backoff = min(backoff * 2, _BACKOFF_MAX)
+        )
