@@ -154,6 +154,20 @@ class _NodeCollector(Collector):
         yield gauge("kvstore_db_used_bytes", "LMDB pages in use (high-water mark)",
                     storage.used_bytes())  # fmt: skip
         yield gauge("kvstore_keys", "Keys in the store", _key_count(node))
+        committer = node.committer
+        if committer is not None:
+            stats = committer.stats
+            yield counter(
+                "kvstore_db_transactions",
+                "LMDB write transactions committed (each one fsync)",
+                stats.transactions,
+            )
+            yield counter(
+                "kvstore_db_write_requests",
+                "Writes (persist, apply, ...) run in those; requests / transactions is the "
+                "group-commit batching",
+                stats.requests,
+            )
         transport = node.transport
         if transport is not None:
             failures = CounterMetricFamily(

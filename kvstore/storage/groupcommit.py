@@ -6,7 +6,10 @@ thousand updates a second. So a single worker thread owns all writes of the
 node: requests queue up while a transaction is in flight, and the worker
 takes everything queued (up to ``max_batch``) into the next transaction. The
 more load, the bigger the batches; under light load a request commits alone
-with no added latency (there is no timer).
+with no added latency (there is no timer). Requests submitted from the event
+loop wake the worker at the end of the loop's turn, not one by one, so that
+what one turn produces (a batch's apply and the next batch's log write, say)
+shares a transaction and its fsync.
 
 Each request is a function run inside the shared transaction, with a
 completion callback that runs after the commit returned (so the data is on
@@ -83,11 +86,16 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._loop_thread: int | None = None
+        self._wake_scheduled = False
         self.stats = CommitStats()
 
     # -- lifetime ------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker. Called on the loop's thread when there is a loop."""
+        if self._loop is not None:
+            self._loop_thread = threading.get_ident()
         self._thread.start()
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -115,6 +123,19 @@ class GroupCommitter:
             if self._closing:
                 raise RuntimeError("group committer is closed")
             self._queue.append(_Request(work, on_done))
+            if self._loop_thread is None or threading.get_ident() != self._loop_thread:
+                self._cond.notify()
+                return
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        """End of the loop turn that submitted: the worker takes it all at once."""
+        with self._cond:
+            self._wake_scheduled = False
             self._cond.notify()
 
     def submit_persist(

@@ -83,8 +83,11 @@ def test_writes_in_flight_carry_the_next_ones(cluster: Cluster) -> None:
     address = cluster.members[leader].client_addr
     persists = "kvstore_log_persist_duration_seconds_count"
     frames = "kvstore_peer_frames_sent_total"
+    transactions, requests = "kvstore_db_transactions_total", "kvstore_db_write_requests_total"
     persists_before = metric(cluster, leader, persists)
     frames_before = metric(cluster, leader, frames)
+    transactions_before = metric(cluster, leader, transactions)
+    requests_before = metric(cluster, leader, requests)
     total = 0
     for r in range(ROUNDS):
         keys = [f"batch/{r}/{i}".encode() for i in range(CONCURRENT)]
@@ -96,6 +99,12 @@ def test_writes_in_flight_carry_the_next_ones(cluster: Cluster) -> None:
     # 2 * total; batches of even two writes halve them. Heartbeats add a few frames.
     assert persisted <= total / 2, f"{persisted} leader disk writes for {total} writes"
     assert sent <= total, f"{sent} frames to followers for {total} writes"
+    # Log writes and applies share transactions (group commit): never more
+    # transactions than requests, and at least the log writes' worth of requests.
+    committed = metric(cluster, leader, transactions) - transactions_before
+    requested = metric(cluster, leader, requests) - requests_before
+    assert 0 < committed <= requested, (committed, requested)
+    assert requested >= persisted, (requested, persisted)
     with cluster.node_client(leader, timeout=5) as client:
         assert len(client.range(prefix=b"batch/").kvs) == total
 

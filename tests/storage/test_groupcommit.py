@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -120,3 +121,31 @@ def test_asyncio_api_delivers_on_the_loop_and_coalesces(storage: Storage) -> Non
     asyncio.run(main())
     assert storage.log.last_index() == 200
     assert storage.data.applied_index() == 3
+
+
+def test_what_one_loop_turn_submits_shares_one_transaction(storage: Storage) -> None:
+    """A batch's apply and the next batch's log write are submitted by
+    different callbacks of one loop turn: they must share one fsync, not
+    race the worker into two transactions."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gc = GroupCommitter(storage, loop=loop)
+        gc.start()
+        for round_ in range(20):
+            done = [loop.create_future() for _ in range(3)]
+            before = gc.stats.transactions
+            first = round_ * 3 + 1
+            for k, future in enumerate(done):
+                persist = Persist(term=1, entries_index=first + k, entries=[entry(1, first + k)])
+                gc.submit_persist(persist, lambda r, e, f=future: f.set_result((r, e)))
+                # Block the loop a moment (as a busy turn would): the worker is
+                # free to run, yet must wait for the turn's end.
+                time.sleep(0.002)
+            outcomes = await asyncio.wait_for(asyncio.gather(*done), WAIT)
+            assert [r for r, _ in outcomes] == [first, first + 1, first + 2]
+            assert gc.stats.transactions == before + 1, f"round {round_}"
+        await asyncio.to_thread(gc.close, WAIT)
+
+    asyncio.run(main())
+    assert storage.log.last_index() == 60
