@@ -28,7 +28,7 @@ class Server:
 class Configuration:
     """An ordered set of servers, unique by id."""
 
-    __slots__ = ("_by_id", "_servers")
+    __slots__ = ("_by_id", "_servers", "_voter_ids")
 
     def __init__(self, servers: Iterable[Server] = ()) -> None:
         self._servers: tuple[Server, ...] = tuple(servers)
@@ -39,6 +39,8 @@ class Configuration:
             if server.id in self._by_id:
                 raise Malformed(f"duplicate server id {server.id}")
             self._by_id[server.id] = server
+        # Asked on every SUBMIT (capacity check) and quorum count: worked out once.
+        self._voter_ids = tuple(s.id for s in self._servers if s.role == Role.VOTER)
 
     @property
     def servers(self) -> tuple[Server, ...]:
@@ -75,7 +77,7 @@ class Configuration:
         return server is not None and server.role == Role.VOTER
 
     def voter_ids(self) -> list[int]:
-        return [s.id for s in self._servers if s.role == Role.VOTER]
+        return list(self._voter_ids)
 
     def with_server(self, server_id: int, address: str, role: Role) -> Configuration:
         """A copy with the server added, or with its address and role replaced."""

@@ -67,7 +67,7 @@ def _out_of_space(r: Raft) -> bool:
             capacity = progress.capacity if progress is not None else None
         if capacity is not None and capacity < r.capacity_threshold:
             low.append(server_id)
-    return quorum.has_majority(r.configuration.voter_ids(), low)
+    return bool(low) and quorum.has_majority(r.configuration.voter_ids(), low)
 
 
 def append_as_leader(r: Raft, entries: list[Entry]) -> None:

@@ -21,13 +21,14 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 
 from kvstore.fsm import command_from_request, operation_from_request
-from kvstore.node import LeadershipLost, Node, NotLeaderError
+from kvstore.node import LeadershipLost, Node, NotLeaderError, WriteTimeout
 from kvstore.node.membership import MembershipError
 from kvstore.storage import (
     CasResult,
     DeleteResult,
     InvalidArgument,
     KeyValue,
+    Operation,
     PutResult,
     Rejected,
     check_key,
@@ -91,7 +92,12 @@ class Executor:
 
     async def execute(self, method: str, request: Any, timeout: float) -> Any:
         """Run ``method`` wherever it must run; returns the response message."""
-        self.check(method, request)
+        operation = self.check(method, request)
+        if operation is not None and self.node.raft.state == State.LEADER:
+            try:  # the common case, without the detours below
+                return await self._write(method, request, timeout, operation)
+            except NotLeaderError:
+                pass  # not applied: the loop below finds the leader
         if method in READS and request.consistency == kv_pb2.SERIALIZABLE:
             return self._fill_header(self.read(method, request))
         loop = asyncio.get_running_loop()
@@ -103,7 +109,7 @@ class Executor:
             node = self.node
             if node.raft.state == State.LEADER:
                 try:
-                    return await self.execute_local(method, request, remaining)
+                    return await self.execute_local(method, request, remaining, operation)
                 except NotLeaderError:
                     # Not applied: find the new leader. Still leading means a
                     # leadership transfer is under way: give it a moment.
@@ -125,28 +131,30 @@ class Executor:
                 return self._fill_header(response)
             await self._wait_for_leader(min(remaining, 0.5))
 
-    async def execute_local(self, method: str, request: Any, timeout: float) -> Any:
-        """Run a request on this node, which must lead (NotLeaderError otherwise)."""
+    async def execute_local(
+        self, method: str, request: Any, timeout: float, operation: Operation | None = None
+    ) -> Any:
+        """Run a request on this node, which must lead (NotLeaderError otherwise).
+        ``operation``: a write's, as :meth:`check` returned it."""
         if method in ADMIN:
             return self._fill_header(await self._admin(method, request, timeout))
+        if method in WRITES:
+            if operation is None:
+                operation = operation_from_request(request)
+            return await self._write(method, request, timeout, operation)
         try:
             # asyncio.timeout, not wait_for: no extra task per request (3.11).
             async with asyncio.timeout(timeout):
-                if method in WRITES:
-                    return await self._write(method, request)
                 await self.node.read_index()
             return self._fill_header(self.read(method, request))
         except TimeoutError:
-            what = "write" if method in WRITES else "read"
-            raise RequestError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{what} not completed within {timeout:.3f} s (a write may still be applied)",
-            ) from None
+            raise _deadline_exceeded("read", timeout) from None
 
     # -- validation ------------------------------------------------------------------
 
-    def check(self, method: str, request: Any) -> None:
-        """INVALID_ARGUMENT for a request that could never succeed; names the limit."""
+    def check(self, method: str, request: Any) -> Operation | None:
+        """INVALID_ARGUMENT for a request that could never succeed; names the limit.
+        Returns a write's storage operation (reused when it is applied here)."""
         try:
             if method in WRITES:
                 if method == "CompareAndSwap":
@@ -159,8 +167,10 @@ class Executor:
                         raise InvalidArgument("expected absent must be true when set")
                     if which == "mod_revision" and request.mod_revision == 0:
                         raise InvalidArgument("expected mod_revision must be positive")
-                validate(operation_from_request(request), self.node.config.max_value_size)
-            elif method == "Get":
+                operation = operation_from_request(request)
+                validate(operation, self.node.config.max_value_size)
+                return operation
+            if method == "Get":
                 check_key(request.key)
             elif method == "Range" and request.prefix and (request.start or request.end):
                 raise InvalidArgument("range takes either prefix or start/end, not both")
@@ -168,12 +178,17 @@ class Executor:
                 _check_admin(method, request)
         except InvalidArgument as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return None
 
     # -- writes ------------------------------------------------------------------------
 
-    async def _write(self, method: str, request: Any) -> Any:
+    async def _write(self, method: str, request: Any, timeout: float, operation: Operation) -> Any:
+        """Propose the write here (this node must lead) and wait until it is applied."""
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            result = await self.node.propose(command_from_request(request))
+            result = await self.node.propose(command_from_request(request), operation, deadline)
+        except WriteTimeout:
+            raise _deadline_exceeded("write", timeout) from None
         except NoSpace as exc:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -260,6 +275,13 @@ class Executor:
         if leader_id:
             return f"leader {leader_id} ({address}) did not answer within {timeout:.3f} s"
         return f"no leader: the cluster has not elected one within {timeout:.3f} s"
+
+
+def _deadline_exceeded(what: str, timeout: float) -> RequestError:
+    return RequestError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"{what} not completed within {timeout:.3f} s (a write may still be applied)",
+    )
 
 
 def _check_admin(method: str, request: Any) -> None:

@@ -188,9 +188,9 @@ def make_forward_handler(executor: Executor, cluster_id: int) -> Any:
                         grpc.StatusCode.UNIMPLEMENTED, f"unknown method {request.method!r}"
                     )
                 message = kind.FromString(request.request)
-                executor.check(request.method, message)
+                operation = executor.check(request.method, message)
                 timeout = request.timeout_seconds or executor.node.config.request_timeout
-                response = await executor.execute_local(request.method, message, timeout)
+                response = await executor.execute_local(request.method, message, timeout, operation)
                 answer.response = response.SerializeToString()
             except NotLeaderError as exc:
                 answer.code = grpc.StatusCode.UNAVAILABLE.value[0]

@@ -55,6 +55,8 @@ from raftcore import NotLeader as RaftNotLeader
 log = logging.getLogger("kvstore.node")
 
 _APPLY_BATCH = 1024
+#: How often waiting writes are checked against their deadlines (seconds).
+_EXPIRY_INTERVAL = 0.01
 _PERSIST = int(UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES)
 _STATE = int(UpdateFlags.STATE)
 _COMMIT_INDEX = int(UpdateFlags.COMMIT_INDEX)
@@ -106,6 +108,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._hardstate_pending: asyncio.Future[None] | None = None
         self.outbox = Outbox()
         self._flusher: FlushScheduler | None = None  # made by start(), on the loop
@@ -222,6 +225,8 @@ class Node:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         self.proposals.fail_all(LeadershipLost("the node is shutting down"))
@@ -424,11 +429,15 @@ class Node:
 
     # -- client writes and reads --------------------------------------------------
 
-    async def propose(self, data: bytes) -> Result | None:
+    async def propose(
+        self, data: bytes, operation: Operation | None = None, deadline: float = 0.0
+    ) -> Result | None:
         """Submit one client write; returns its result once applied here.
 
-        Raises NotLeaderError (not applied), raftcore's NoSpace (not applied) or
-        LeadershipLost (outcome unknown)."""
+        ``operation`` is ``data`` decoded (the leader then applies it without
+        decoding again); ``deadline`` (loop time, 0 for none) bounds the wait.
+        Raises NotLeaderError (not applied), raftcore's NoSpace (not applied),
+        LeadershipLost or WriteTimeout (outcome unknown)."""
         entry = Entry(self.raft.current_term, EntryType.COMMAND, data)
         failed = self.metrics.proposals_failed
         threshold = self.config.capacity_threshold
@@ -449,7 +458,10 @@ class Node:
         except RaftError as exc:
             failed.labels(exc.code.removeprefix("RAFT_").lower()).inc()
             raise
-        future = self.proposals.add(self.raft.last_index, entry.term)
+        future = self.proposals.add(self.raft.last_index, entry.term, operation, deadline)
+        if deadline and self._expiry is None:
+            assert self._loop is not None
+            self._expiry = self._loop.call_later(_EXPIRY_INTERVAL, self._expire_proposals)
         try:
             result: Result | None = await future
         except LeadershipLost:
@@ -457,6 +469,14 @@ class Node:
             raise
         self.metrics.proposals_applied.inc()
         return result
+
+    def _expire_proposals(self) -> None:
+        """Every few ms while writes with a deadline wait: fail the late ones."""
+        assert self._loop is not None
+        self._expiry = None
+        self.proposals.expire(self._loop.time())
+        if self.proposals.have_deadlines and not self._stopped:
+            self._expiry = self._loop.call_later(_EXPIRY_INTERVAL, self._expire_proposals)
 
     async def read_index(self) -> None:
         """Return once a read here would see every write acknowledged before the call."""
@@ -500,14 +520,15 @@ class Node:
             return
         batch: list[tuple[int, Operation | None]] = []
         changes: list[tuple[int, Configuration]] = []
+        proposals = self.proposals
         for offset, entry in enumerate(entries):
             index = first + offset
             op: Operation | None = None
             if entry.type == EntryType.COMMAND:
-                try:
-                    op = self.codec.decode(entry.data)
-                except Exception as exc:  # deterministic on every replica: skip it
-                    log.error("entry %d is not a valid command: %s", index, exc)
+                # Proposed here: the API decoded it already (same bytes, same operation).
+                op = proposals.operation(index, entry.term)
+                if op is None:
+                    op = self._decode(index, entry.data)
             elif entry.type == EntryType.CHANGE:
                 changes.append((index, Configuration.decode(entry.data)))
             batch.append((index, op))
@@ -526,6 +547,13 @@ class Node:
 
         data = self.storage.data
         self.committer.submit(lambda txn: data.apply_in(txn, batch, last_index=last), on_done)
+
+    def _decode(self, index: int, data: bytes) -> Operation | None:
+        try:
+            return self.codec.decode(data)
+        except Exception as exc:  # deterministic on every replica: skip it
+            log.error("entry %d is not a valid command: %s", index, exc)
+            return None
 
     def _applied(
         self,

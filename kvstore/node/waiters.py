@@ -8,6 +8,8 @@ import heapq
 import itertools
 from typing import Any
 
+from kvstore.storage import Operation
+
 
 class NotLeaderError(Exception):
     """This node does not lead (any more); the request was not applied."""
@@ -17,37 +19,85 @@ class LeadershipLost(Exception):
     """Leadership was lost after the write entered the log: the outcome is unknown."""
 
 
+class WriteTimeout(Exception):
+    """A write's deadline passed before it was applied: the outcome is unknown."""
+
+
+class _Proposal:
+    __slots__ = ("deadline", "future", "operation", "term")
+
+    def __init__(
+        self, term: int, future: asyncio.Future[Any], operation: Operation | None, deadline: float
+    ) -> None:
+        self.term = term
+        self.future = future
+        self.operation = operation
+        self.deadline = deadline
+
+
 class Proposals:
-    """Client writes waiting for their entry (index, term) to be applied."""
+    """Client writes waiting for their entry (index, term) to be applied.
+
+    Each may carry its decoded operation, so that the leader applies it without
+    decoding the entry again, and a deadline: :meth:`expire`, run by the node
+    every few milliseconds while writes wait, fails the late ones. One sweep
+    for all is much cheaper than a timer per write (asyncio.timeout).
+    """
 
     def __init__(self) -> None:
-        self._waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._waiting: dict[int, _Proposal] = {}
+        self._with_deadline = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, index: int, term: int) -> asyncio.Future[Any]:
+    @property
+    def have_deadlines(self) -> bool:
+        return self._with_deadline > 0
+
+    def add(
+        self, index: int, term: int, operation: Operation | None = None, deadline: float = 0.0
+    ) -> asyncio.Future[Any]:
+        """``deadline`` is in the loop's time; 0 is none."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[index] = (term, future)
+        self._waiting[index] = _Proposal(term, future, operation, deadline)
+        if deadline:
+            self._with_deadline += 1
         return future
 
+    def operation(self, index: int, term: int) -> Operation | None:
+        """The operation proposed here for entry (index, term), if any."""
+        proposal = self._waiting.get(index)
+        if proposal is None or proposal.term != term:
+            return None
+        return proposal.operation
+
     def applied(self, index: int, term: int, result: object) -> None:
-        waiting = self._waiting.pop(index, None)
-        if waiting is None:
+        proposal = self._waiting.pop(index, None)
+        if proposal is None:
             return
-        want_term, future = waiting
+        if proposal.deadline:
+            self._with_deadline -= 1
+        future = proposal.future
         if future.done():
             return
-        if want_term == term:
+        if proposal.term == term:
             future.set_result(result)
         else:
             future.set_exception(LeadershipLost(f"entry {index} was replaced by a new leader"))
 
+    def expire(self, now: float) -> None:
+        """Fail the writes whose deadline is past (their entries may still apply)."""
+        for proposal in self._waiting.values():
+            if proposal.deadline and proposal.deadline <= now and not proposal.future.done():
+                proposal.future.set_exception(WriteTimeout())
+
     def fail_all(self, exc: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
-        for _, future in waiting.values():
-            if not future.done():
-                future.set_exception(exc)
+        self._with_deadline = 0
+        for proposal in waiting.values():
+            if not proposal.future.done():
+                proposal.future.set_exception(exc)
 
 
 class AppliedWaiters:
