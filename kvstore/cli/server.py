@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from kvstore.eventloop import run_event_loop
+from kvstore.eventloop import run_event_loop, settle_gc
 from kvstore.join import JoinError, fetch_cluster_id, join, parse_endpoints, write_cluster_id
 from kvstore.k8s import KubernetesError, Plan, plan, pod_from_env, settle
 from kvstore.node import NodeConfig, cluster_id_of, parse_initial_cluster
@@ -265,6 +265,7 @@ async def serve(config: NodeConfig) -> int:
         learning.result()
     server = Server(config)
     await server.start()
+    settle_gc()
     log.info(
         "member %d serving clients on %s, peers on %s (known to them as %s)",
         config.id,
