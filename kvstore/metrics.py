@@ -159,13 +159,13 @@ class _NodeCollector(Collector):
             stats = committer.stats
             yield counter(
                 "kvstore_db_transactions",
-                "LMDB write transactions committed (each one fsync)",
+                "LMDB write transactions committed, each one fsync (group commit)",
                 stats.transactions,
             )
             yield counter(
                 "kvstore_db_write_requests",
-                "Writes (persist, apply, ...) run in those; requests / transactions is the "
-                "group-commit batching",
+                "Writes (log appends, term/vote, applies, snapshots) run in those transactions; "
+                "requests / transactions is the group-commit batching",
                 stats.requests,
             )
         transport = node.transport
