@@ -21,6 +21,7 @@ from typing import Any
 
 from kvstore.fsm import ProtobufCodec
 from kvstore.metrics import NodeMetrics
+from kvstore.node.apply import apply_work, operations
 from kvstore.node.capacity import Capacity
 from kvstore.node.config import NodeConfig
 from kvstore.node.flush import FlushScheduler
@@ -518,20 +519,7 @@ class Node:
         if len(entries) != last - first + 1:
             log.error("entries %d..%d to apply are not in memory", first, last)
             return
-        batch: list[tuple[int, Operation | None]] = []
-        changes: list[tuple[int, Configuration]] = []
-        proposals = self.proposals
-        for offset, entry in enumerate(entries):
-            index = first + offset
-            op: Operation | None = None
-            if entry.type == EntryType.COMMAND:
-                # Proposed here: the API decoded it already (same bytes, same operation).
-                op = proposals.operation(index, entry.term)
-                if op is None:
-                    op = self._decode(index, entry.data)
-            elif entry.type == EntryType.CHANGE:
-                changes.append((index, Configuration.decode(entry.data)))
-            batch.append((index, op))
+        batch, changes = operations(first, entries, self.proposals, self.codec)
         self._applying = True
         terms = [entry.term for entry in entries]
         assert self.committer is not None
@@ -545,15 +533,9 @@ class Node:
                 return
             self._applied(first, last, terms, results, changes)
 
-        data = self.storage.data
-        self.committer.submit(lambda txn: data.apply_in(txn, batch, last_index=last), on_done)
-
-    def _decode(self, index: int, data: bytes) -> Operation | None:
-        try:
-            return self.codec.decode(data)
-        except Exception as exc:  # deterministic on every replica: skip it
-            log.error("entry %d is not a valid command: %s", index, exc)
-            return None
+        assert self._loop is not None
+        work = apply_work(self.storage.data, first, last, batch, terms, self.proposals, self._loop)
+        self.committer.submit(work, on_done)
 
     def _applied(
         self,
