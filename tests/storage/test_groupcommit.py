@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -149,3 +150,20 @@ def test_what_one_loop_turn_submits_shares_one_transaction(storage: Storage) -> 
 
     asyncio.run(main())
     assert storage.log.last_index() == 60
+
+
+def test_the_worker_does_not_preempt_the_loop_thread_when_woken(storage: Storage) -> None:
+    """SCHED_BATCH (Linux, the project's platform): a woken worker waits for
+    the CPU's next turn rather than preempting the thread that submitted."""
+    gc = GroupCommitter(storage)
+    gc.start()
+    try:
+        native_id = gc._thread.native_id
+        assert native_id is not None
+        deadline = time.monotonic() + WAIT  # the worker sets it as it starts
+        while os.sched_getscheduler(native_id) != os.SCHED_BATCH:
+            assert time.monotonic() < deadline, "the worker is not SCHED_BATCH"
+            time.sleep(0.01)
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the worker
+    finally:
+        gc.close(WAIT)
