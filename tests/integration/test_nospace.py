@@ -58,6 +58,19 @@ def test_a_full_map_refuses_writes_cleanly_and_a_bigger_one_recovers(tmp_path: P
         message = refused[0].message.lower()
         assert "no space" in message and "map" in message, message
 
+        # The writers were refused while their writes in flight still held
+        # space in reserve; once those are applied, one writer goes on until
+        # refused with nothing in flight: the map itself is full then.
+        cluster.wait_converged()
+        with cluster.client(timeout=10.0) as client:
+            for i in range(40):
+                try:
+                    client.put(f"full/last/{i:02d}", VALUE)
+                except NoSpace:
+                    break
+                acked[f"full/last/{i:02d}"] = VALUE
+            else:
+                pytest.fail("40 more writes of 256 KiB fitted in a 32 MiB map")
         # Refused again, at once, for a write of any size; nothing was applied.
         with cluster.client(timeout=10.0) as client, pytest.raises(NoSpace):
             client.put("full/small", "s")
