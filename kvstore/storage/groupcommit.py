@@ -105,6 +105,7 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._loop_thread: int | None = None
         self._wake_scheduled = False
+        self._ready = 0  # queued requests the worker may take (see _release)
         self.stats = CommitStats()
 
     # -- lifetime ------------------------------------------------------------
@@ -141,7 +142,7 @@ class GroupCommitter:
                 raise RuntimeError("group committer is closed")
             self._queue.append(_Request(work, on_done))
             if self._loop_thread is None or threading.get_ident() != self._loop_thread:
-                self._cond.notify()
+                self._release()
                 return
             if self._wake_scheduled:
                 return
@@ -153,7 +154,14 @@ class GroupCommitter:
         """End of the loop turn that submitted: the worker takes it all at once."""
         with self._cond:
             self._wake_scheduled = False
-            self._cond.notify()
+            self._release()
+
+    def _release(self) -> None:
+        """Let the worker take everything queued so far (``_cond`` held). What
+        the loop thread submits waits for the end of its turn even when the
+        worker comes back from a transaction in the meantime."""
+        self._ready = len(self._queue)
+        self._cond.notify()
 
     def submit_persist(
         self, request: Persist, on_done: Callable[[int | None, BaseException | None], None]
@@ -199,11 +207,14 @@ class GroupCommitter:
         _yield_on_wakeup()
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while not self._ready and not self._closing:
                     self._cond.wait()
-                if not self._queue:
+                if self._closing:
+                    self._ready = len(self._queue)  # commit what was submitted, then stop
+                if not self._ready:
                     return
-                n = min(len(self._queue), self._max_batch)
+                n = min(self._ready, self._max_batch)
+                self._ready -= n
                 batch = [self._queue.popleft() for _ in range(n)]
             outcomes = self._commit(batch)
             self._deliver(batch, outcomes)
