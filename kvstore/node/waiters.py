@@ -46,14 +46,14 @@ class Proposals:
 
     def __init__(self) -> None:
         self._waiting: dict[int, _Proposal] = {}
-        self._with_deadline = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     @property
     def have_deadlines(self) -> bool:
-        return self._with_deadline > 0
+        """Writes with a deadline still wait (the sweep goes on)."""
+        return any(p.deadline and not p.future.done() for p in self._waiting.values())
 
     def add(
         self, index: int, term: int, operation: Operation | None = None, deadline: float = 0.0
@@ -61,8 +61,6 @@ class Proposals:
         """``deadline`` is in the loop's time; 0 is none."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[index] = _Proposal(term, future, operation, deadline)
-        if deadline:
-            self._with_deadline += 1
         return future
 
     def operation(self, index: int, term: int) -> Operation | None:
@@ -76,8 +74,6 @@ class Proposals:
         proposal = self._waiting.pop(index, None)
         if proposal is None:
             return
-        if proposal.deadline:
-            self._with_deadline -= 1
         future = proposal.future
         if future.done():
             return
@@ -94,7 +90,6 @@ class Proposals:
 
     def fail_all(self, exc: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
-        self._with_deadline = 0
         for proposal in waiting.values():
             if not proposal.future.done():
                 proposal.future.set_exception(exc)
