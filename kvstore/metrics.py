@@ -193,6 +193,28 @@ class _NodeCollector(Collector):
             yield dropped
             yield sent
             yield frames
+        forward = node.forward_stats
+        if forward is not None:
+            yield counter(
+                "kvstore_forward_requests_sent",
+                "Client requests this member forwarded to the leader",
+                forward.requests_sent,
+            )
+            yield counter(
+                "kvstore_forward_frames_sent",
+                "Stream frames those requests went in; requests / frames is the batching",
+                forward.frames_sent,
+            )
+            yield counter(
+                "kvstore_forward_requests_served",
+                "Forwarded requests this member served as the leader",
+                forward.requests_served,
+            )
+            yield counter(
+                "kvstore_forward_answer_frames_sent",
+                "Stream frames the answers to forwarded requests went in",
+                forward.answer_frames_sent,
+            )
         stats = node.peer_server_stats
         if stats is not None:
             family = CounterMetricFamily(

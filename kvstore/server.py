@@ -39,7 +39,9 @@ class Server:
             routes=config.peer_routes,
             credentials=self.peer_tls.channel_credentials() if self.peer_tls else None,
         )
-        self.forward_client = ForwardClient(self.cluster_id, config.id, self.dialer)
+        self.forward_client = ForwardClient(
+            self.cluster_id, config.id, self.dialer, linger=config.flush_linger
+        )
         self.executor = Executor(self.node, self.forward_client)
         self.transport: Any = None
         self.peer_server: PeerServer | None = None
@@ -55,9 +57,12 @@ class Server:
             accept_from=node.accepts_from,
             on_messages=self._on_messages,
             on_snapshot=node.snapshots.receive,
-            forward_handler=make_forward_handler(self.executor, self.cluster_id),
+            forward_handler=make_forward_handler(
+                self.executor, self.cluster_id, self.forward_client.stats
+            ),
         )
         node.peer_server_stats = servicer.stats
+        node.forward_stats = self.forward_client.stats
         self.peer_server = PeerServer(
             servicer,
             self.config.listen_peer_addr,

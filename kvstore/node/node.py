@@ -100,6 +100,7 @@ class Node:
         self._leader_known = 0
         self.committed_entries = 0
         self.peer_server_stats: Any = None  # set by the server: refused peer frames
+        self.forward_stats: Any = None  # set by the server: kvstore.api.forward.ForwardStats
         self.metrics = NodeMetrics()
         self.metrics.attach(self)
         self._rtt_sent: dict[int, float] = {}

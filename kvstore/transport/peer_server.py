@@ -49,11 +49,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 AcceptFrom = Callable[[int], bool]
 OnMessages = Callable[[int, str, list[Message]], None]
 OnSnapshot = Callable[[int, str, InstallSnapshot, AsyncIterator[bytes]], Awaitable[bool]]
-# forward_handler(request_iterator, context): an async generator of
-# ForwardResponse, or a coroutine that writes them with context.write().
-ForwardHandler = Callable[
-    [AsyncIterator[pb.ForwardRequest], grpc.aio.ServicerContext[Any, Any]], Any
-]
+# forward_handler(batches, context): an async generator of ForwardAnswers,
+# or a coroutine that writes them with context.write().
+ForwardHandler = Callable[[AsyncIterator[pb.ForwardBatch], grpc.aio.ServicerContext[Any, Any]], Any]
 
 
 @dataclass
@@ -118,7 +116,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         self.accept_from = accept_from
         self.on_messages = on_messages
         self.on_snapshot = on_snapshot
-        # Set by the API layer once it exists; until then Forward is UNIMPLEMENTED.
+        # Set by the API layer once it exists; until then ForwardBatches is UNIMPLEMENTED.
         self.forward_handler = forward_handler
         self.stats = ServerStats()
 
@@ -135,10 +133,10 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 "InstallSnapshot": grpc.stream_unary_rpc_method_handler(
                     self.InstallSnapshot, response_serializer=pb.SnapshotAck.SerializeToString
                 ),
-                "Forward": grpc.stream_stream_rpc_method_handler(
-                    self.Forward,
-                    request_deserializer=pb.ForwardRequest.FromString,
-                    response_serializer=pb.ForwardResponse.SerializeToString,
+                "ForwardBatches": grpc.stream_stream_rpc_method_handler(
+                    self.ForwardBatches,
+                    request_deserializer=pb.ForwardBatch.FromString,
+                    response_serializer=pb.ForwardAnswers.SerializeToString,
                 ),
             },
         )
@@ -313,11 +311,11 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                     f"snapshot of sender {first.from_id} carries a chunk of {chunk.from_id}"
                 )
 
-    # ----------------------------------------------------------------- Forward
+    # ---------------------------------------------------------- ForwardBatches
 
-    async def Forward(
+    async def ForwardBatches(
         self,
-        request_iterator: AsyncIterator[pb.ForwardRequest],
+        request_iterator: AsyncIterator[pb.ForwardBatch],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         """Client requests forwarded by a follower; the API layer's handler serves them."""

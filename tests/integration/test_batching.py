@@ -1,6 +1,7 @@
 """Writes in flight carry the next ones (Node._schedule_flush, Nagle's rule),
-and linearizable reads that arrive while a ReadIndex round is in flight share
-the next round (Node.read_index).
+linearizable reads that arrive while a ReadIndex round is in flight share
+the next round (Node.read_index), and requests a follower forwards share
+stream frames both ways (kvstore.api.forward).
 
 The members run with a flush linger of a minute, so the linger never ends a
 wait here: a lone write must go out at once, and writes that arrive while
@@ -124,3 +125,32 @@ def test_reads_during_a_round_go_with_the_next_round(cluster: Cluster) -> None:
     # How many share a round depends on how fast they arrive; never more than
     # one round (a frame per follower) per read.
     assert sent <= 2 * len(keys) + 20, f"{sent} frames to followers for {len(keys)} reads"
+
+
+def test_writes_through_a_follower_share_forward_frames(cluster: Cluster) -> None:
+    """Concurrent writes sent to a follower reach the leader many per frame,
+    and their answers come back many per frame: a frame per request would
+    cost the leader about a unary call each (DESIGN 3.3)."""
+    leader = cluster.leader_id()
+    follower = next(n for n in cluster.members if n != leader)
+    address = cluster.members[follower].client_addr
+    counters = {
+        (follower, "kvstore_forward_requests_sent_total"): 0.0,
+        (follower, "kvstore_forward_frames_sent_total"): 0.0,
+        (leader, "kvstore_forward_requests_served_total"): 0.0,
+        (leader, "kvstore_forward_answer_frames_sent_total"): 0.0,
+    }
+    for node_id, name in counters:
+        counters[node_id, name] = metric(cluster, node_id, name)
+    total = 0
+    for r in range(ROUNDS):
+        keys = [f"forward/{r}/{i}".encode() for i in range(CONCURRENT)]
+        asyncio.run(put_all(address, keys, deadline=10))
+        total += len(keys)
+    moved = {name: metric(cluster, n, name) - before for (n, name), before in counters.items()}
+    assert moved["kvstore_forward_requests_sent_total"] == total, moved
+    assert moved["kvstore_forward_requests_served_total"] == total, moved
+    assert moved["kvstore_forward_frames_sent_total"] <= total / 2, moved
+    assert moved["kvstore_forward_answer_frames_sent_total"] <= total / 2, moved
+    with cluster.node_client(leader, timeout=5) as client:
+        assert len(client.range(prefix=b"forward/").kvs) == total

@@ -205,17 +205,26 @@ def test_garbage_on_the_peer_port_harms_no_member(cluster: Cluster) -> None:
 
         # Forward: a stranger is refused; a member's garbage request is answered, not fatal.
         forward = channel.stream_stream(
-            "/kvstore.raft.v1.Peer/Forward",
-            request_serializer=pb.ForwardRequest.SerializeToString,
-            response_deserializer=pb.ForwardResponse.FromString,
+            "/kvstore.raft.v1.Peer/ForwardBatches",
+            request_serializer=pb.ForwardBatch.SerializeToString,
+            response_deserializer=pb.ForwardAnswers.FromString,
         )
         junk = pb.ForwardRequest(id=7, method="Put", request=b"\xff\xff\xff", timeout_seconds=2)
         with pytest.raises(grpc.RpcError) as refused:
-            list(forward(iter([junk]), timeout=10, metadata=(("kvstore-cluster-id", "12345"),)))
+            list(
+                forward(
+                    iter([pb.ForwardBatch(requests=[junk])]),
+                    timeout=10,
+                    metadata=(("kvstore-cluster-id", "12345"),),
+                )
+            )
         codes["foreign forward"] = refused.value.code()
         metadata = (("kvstore-cluster-id", str(cluster_id)), ("kvstore-from-id", str(leader)))
         unknown = pb.ForwardRequest(id=8, method="Explode", request=b"", timeout_seconds=2)
-        answers = list(forward(iter([junk, unknown]), timeout=10, metadata=metadata))
+        frames = forward(
+            iter([pb.ForwardBatch(requests=[junk, unknown])]), timeout=10, metadata=metadata
+        )
+        answers = [a for frame in frames for a in frame.responses]
         assert sorted(a.id for a in answers) == [7, 8]
         assert all(a.code != grpc.StatusCode.OK.value[0] and a.message for a in answers), answers
 

@@ -168,38 +168,51 @@ def test_forward_is_unimplemented_without_a_handler_and_delegated_with_one():
         b = Node(2)
         async with Cluster(b), grpc.aio.insecure_channel(b.address) as channel:
             forward = channel.stream_stream(
-                "/kvstore.raft.v1.Peer/Forward",
-                request_serializer=pb.ForwardRequest.SerializeToString,
-                response_deserializer=pb.ForwardResponse.FromString,
+                "/kvstore.raft.v1.Peer/ForwardBatches",
+                request_serializer=pb.ForwardBatch.SerializeToString,
+                response_deserializer=pb.ForwardAnswers.FromString,
             )
-            call = forward(iter([pb.ForwardRequest(id=1, method="Put")]))
+            one = pb.ForwardBatch(requests=[pb.ForwardRequest(id=1, method="Put")])
+            call = forward(iter([one]))
             try:
                 await asyncio.wait_for(call.read(), 5)
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
             else:
-                raise AssertionError("Forward answered without a handler")
+                raise AssertionError("ForwardBatches answered without a handler")
 
-            async def echo(requests, context):
-                async for request in requests:
-                    yield pb.ForwardResponse(id=request.id, response=request.request[::-1])
+            async def echo(batches, context):
+                async for batch in batches:
+                    yield pb.ForwardAnswers(
+                        responses=[
+                            pb.ForwardResponse(id=r.id, response=r.request[::-1])
+                            for r in batch.requests
+                        ]
+                    )
 
             b.servicer.forward_handler = echo
-            requests = [
-                pb.ForwardRequest(id=i, method="Put", request=b"ab%d" % i) for i in range(3)
+            batches = [
+                pb.ForwardBatch(
+                    requests=[pb.ForwardRequest(id=i, method="Put", request=b"ab%d" % i)]
+                )
+                for i in range(3)
             ]
-            call = forward(iter(requests))
-            responses = [r async for r in call]
+            call = forward(iter(batches))
+            responses = [r async for frame in call for r in frame.responses]
             assert [(r.id, r.response) for r in responses] == [
                 (i, (b"ab%d" % i)[::-1]) for i in range(3)
             ]
 
-            async def writer(requests, context):  # the context.write() style
-                async for request in requests:
-                    await context.write(pb.ForwardResponse(id=request.id, code=5))
+            async def writer(batches, context):  # the context.write() style
+                async for batch in batches:
+                    await context.write(
+                        pb.ForwardAnswers(
+                            responses=[pb.ForwardResponse(id=r.id, code=5) for r in batch.requests]
+                        )
+                    )
 
             b.servicer.forward_handler = writer
-            responses = [r async for r in forward(iter(requests))]
+            responses = [r async for frame in forward(iter(batches)) for r in frame.responses]
             assert [(r.id, r.code) for r in responses] == [(0, 5), (1, 5), (2, 5)]
 
     run(main())

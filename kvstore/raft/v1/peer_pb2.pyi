@@ -189,3 +189,15 @@ class ForwardResponse(_message.Message):
     code: int
     message: str
     def __init__(self, id: _Optional[int] = ..., response: _Optional[bytes] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ForwardBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ForwardRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ForwardRequest, _Mapping]]] = ...) -> None: ...
+
+class ForwardAnswers(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[ForwardResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[ForwardResponse, _Mapping]]] = ...) -> None: ...

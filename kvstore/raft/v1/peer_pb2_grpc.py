@@ -44,10 +44,10 @@ class PeerStub:
                 request_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.SnapshotAck.FromString,
                 _registered_method=True)
-        self.Forward = channel.stream_stream(
-                '/kvstore.raft.v1.Peer/Forward',
-                request_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardRequest.SerializeToString,
-                response_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardResponse.FromString,
+        self.ForwardBatches = channel.stream_stream(
+                '/kvstore.raft.v1.Peer/ForwardBatches',
+                request_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardBatch.SerializeToString,
+                response_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardAnswers.FromString,
                 _registered_method=True)
 
 
@@ -66,7 +66,7 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Forward(self, request_iterator, context):
+    def ForwardBatches(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,10 +85,10 @@ def add_PeerServicer_to_server(servicer, server):
                     request_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.SnapshotAck.SerializeToString,
             ),
-            'Forward': grpc.stream_stream_rpc_method_handler(
-                    servicer.Forward,
-                    request_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardRequest.FromString,
-                    response_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardResponse.SerializeToString,
+            'ForwardBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.ForwardBatches,
+                    request_deserializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardBatch.FromString,
+                    response_serializer=kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardAnswers.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,7 +156,7 @@ class Peer:
             _registered_method=True)
 
     @staticmethod
-    def Forward(request_iterator,
+    def ForwardBatches(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -169,9 +169,9 @@ class Peer:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/kvstore.raft.v1.Peer/Forward',
-            kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardRequest.SerializeToString,
-            kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardResponse.FromString,
+            '/kvstore.raft.v1.Peer/ForwardBatches',
+            kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardBatch.SerializeToString,
+            kvstore_dot_raft_dot_v1_dot_peer__pb2.ForwardAnswers.FromString,
             options,
             channel_credentials,
             insecure,
