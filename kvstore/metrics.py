@@ -10,6 +10,7 @@ base units in the name, ``_total`` counters, ``_seconds`` histograms.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -18,7 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -37,15 +42,35 @@ LATENCY_BUCKETS = (
 LIVENESS_STALE_SECONDS = 10.0
 
 
+class LatencyHistogram:
+    """Bucket counts over LATENCY_BUCKETS and their sum, for one writer thread."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs as Prometheus wants them, from a copy."""
+        counts = list(self.counts)
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+
 class NodeMetrics:
     """The metrics of one node."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.proposals_applied = Counter(
-            "kvstore_proposals_applied", "Client writes applied and answered", registry=r
-        )
+        self.proposals_applied = 0  # exported by _NodeCollector (a plain int: once per write)
         self.proposals_failed = Counter(
             "kvstore_proposals_failed",
             "Client writes that failed (not leader, no space, leadership lost)",
@@ -78,30 +103,21 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.grpc_requests = Counter(
-            "kvstore_grpc_requests", "Client gRPC requests by method and status code",
-            ["method", "code"], registry=r,
-        )  # fmt: skip
-        self.grpc_seconds = Histogram(
-            "kvstore_grpc_request_duration_seconds",
-            "Client gRPC request latency by method",
-            ["method"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.loop_heartbeat = time.monotonic()
-        self._children: dict[tuple[str, ...], Any] = {}
+        # Per client request, so plain numbers rather than prometheus-client's
+        # metrics (a lock per counter, ~5 per request): only the loop thread
+        # writes them; a scrape reads a copy.
+        self.requests: dict[tuple[str, str], int] = {}  # (method, code) -> count
+        self.request_seconds: dict[str, LatencyHistogram] = {}  # method -> latencies
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        """Count one client request. The labelled children are looked up once:
-        ``labels()`` takes a lock and builds a key each time, per request."""
+        """Count one client request and its latency."""
         key = (method, code)
-        children = self._children.get(key)
-        if children is None:
-            children = (self.grpc_seconds.labels(method), self.grpc_requests.labels(method, code))
-            self._children[key] = children
-        children[0].observe(seconds)
-        children[1].inc()
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.request_seconds.get(method)
+        if histogram is None:
+            histogram = self.request_seconds[method] = LatencyHistogram()
+        histogram.observe(seconds)
 
     def attach(self, node: Node) -> None:
         self.registry.register(_NodeCollector(node))
@@ -139,6 +155,27 @@ class _NodeCollector(Collector):
             "kvstore_proposals_committed", "Log entries seen committed", node.committed_entries
         )
         yield gauge("kvstore_proposals_pending", "Client writes waiting", len(node.proposals))
+        yield counter(
+            "kvstore_proposals_applied",
+            "Client writes applied and answered",
+            node.metrics.proposals_applied,
+        )
+        requests = CounterMetricFamily(
+            "kvstore_grpc_requests",
+            "Client gRPC requests by method and status code",
+            labels=["method", "code"],
+        )
+        for (method, code), count in list(node.metrics.requests.items()):
+            requests.add_metric([method, code], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "kvstore_grpc_request_duration_seconds",
+            "Client gRPC request latency by method",
+            labels=["method"],
+        )
+        for method, histogram in list(node.metrics.request_seconds.items()):
+            latency.add_metric([method], histogram.buckets(), histogram.sum)
+        yield latency
         yield gauge("kvstore_raft_members", "Members in the configuration", len(raft.configuration))
         snapshots = node.snapshots
         family = CounterMetricFamily(

@@ -469,7 +469,7 @@ class Node:
         except LeadershipLost:
             failed.labels("leadership_lost").inc()
             raise
-        self.metrics.proposals_applied.inc()
+        self.metrics.proposals_applied += 1
         return result
 
     def _expire_proposals(self) -> None:

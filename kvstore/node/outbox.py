@@ -11,6 +11,7 @@ to disk before any message of the turn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from kvstore.storage import Persist
 from raftcore import AppendEntries, AppendEntriesResult, Entry, Message, Update, UpdateFlags
@@ -79,44 +80,63 @@ class Outbox:
 
 
 def coalesce(messages: list[Message]) -> list[Message]:
-    """Merge back-to-back AppendEntries (and their successful results) per destination."""
+    """Merge back-to-back AppendEntries (and their successful results) per destination.
+
+    A busy leader's turn holds an AppendEntries per write per follower: the
+    runs are collected first and each merged message is built once, so the
+    work stays linear in the number of entries.
+    """
     out: list[Message] = []
-    mergeable: dict[int, int] = {}  # destination -> position in out of its last message
+    runs: list[list[object]] = []  # payloads of each message in out
+    open_run: dict[int, int] = {}  # destination -> position in out of its last message
     for message in messages:
-        at = mergeable.get(message.server_id)
-        if at is not None:
-            merged = _merge(out[at].payload, message.payload)
-            if merged is not None:
-                out[at] = Message(message.server_id, message.server_address, merged)
-                continue
-        mergeable[message.server_id] = len(out)
+        at = open_run.get(message.server_id)
+        if at is not None and _mergeable(runs[at][-1], message.payload):
+            runs[at].append(message.payload)
+            continue
+        open_run[message.server_id] = len(out)
         out.append(message)
+        runs.append([message.payload])
+    for at, run in enumerate(runs):
+        if len(run) > 1:
+            first = out[at]
+            out[at] = Message(first.server_id, first.server_address, _merged(run))
     return out
 
 
-def _merge(first: object, second: object) -> AppendEntries | AppendEntriesResult | None:
+def _mergeable(first: object, second: object) -> bool:
     if isinstance(first, AppendEntries) and isinstance(second, AppendEntries):
-        if first.term != second.term:
-            return None
-        if second.prev_log_index != first.prev_log_index + len(first.entries):
-            return None
+        return first.term == second.term and second.prev_log_index == first.prev_log_index + len(
+            first.entries
+        )
+    if isinstance(first, AppendEntriesResult) and isinstance(second, AppendEntriesResult):
+        return first.term == second.term and not first.rejected and not second.rejected
+    return False
+
+
+def _merged(run: list[object]) -> AppendEntries | AppendEntriesResult:
+    """One message for a run that :func:`_mergeable` accepted pairwise."""
+    if isinstance(run[0], AppendEntries):
+        appends = cast(list[AppendEntries], run)
+        first = appends[0]
+        entries: list[Entry] = []
+        for append in appends:
+            entries.extend(append.entries)
         return AppendEntries(
             first.term,
             first.prev_log_index,
             first.prev_log_term,
-            max(first.leader_commit, second.leader_commit),
-            [*first.entries, *second.entries],
-            max(first.context, second.context),
+            max(a.leader_commit for a in appends),
+            entries,
+            max(a.context for a in appends),
         )
-    if isinstance(first, AppendEntriesResult) and isinstance(second, AppendEntriesResult):
-        if first.term != second.term or first.rejected or second.rejected:
-            return None
-        return AppendEntriesResult(
-            second.term,
-            0,
-            max(first.last_log_index, second.last_log_index),
-            second.features,
-            second.capacity,
-            max(first.context, second.context),
-        )
-    return None
+    results = cast(list[AppendEntriesResult], run)
+    last = results[-1]
+    return AppendEntriesResult(
+        last.term,
+        0,
+        max(r.last_log_index for r in results),
+        last.features,
+        last.capacity,
+        max(r.context for r in results),
+    )
