@@ -156,6 +156,11 @@ class _NodeCollector(Collector):
         )
         yield gauge("kvstore_proposals_pending", "Client writes waiting", len(node.proposals))
         yield counter(
+            "kvstore_read_rounds",
+            "ReadIndex rounds this member started as leader; linearizable reads share them",
+            node.reads.rounds,
+        )
+        yield counter(
             "kvstore_proposals_applied",
             "Client writes applied and answered",
             node.metrics.proposals_applied,

@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
     )
     flag(
+        "read-round-gap",
+        "with other readers about, reads gather for a ReadIndex round at most this long, ms "
+        "(0: rounds back to back)",
+        "4",
+        type=float,
+    )
+    flag(
         "event-loop",
         "uvloop (faster, the default when installed) or asyncio (the standard library's)",
         "uvloop",
@@ -204,6 +211,7 @@ def config_from_args(args: argparse.Namespace, k8s: Plan | None = None) -> NodeC
         max_value_size=int(args.max_value_size),
         request_timeout=float(args.request_timeout),
         flush_linger=float(args.flush_linger) / 1000,
+        read_round_gap=float(args.read_round_gap) / 1000,
         event_loop=str(args.event_loop),
         client_tls=client_port_tls(
             args.cert_file, args.key_file, args.trusted_ca_file, bool(args.client_cert_auth)

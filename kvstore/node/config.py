@@ -77,6 +77,12 @@ class NodeConfig:
     # While earlier writes are in flight, new updates wait for them to land, but
     # at most this long (seconds) after the last flush (see Node._schedule_flush).
     flush_linger: float = 0.010
+    # How long (seconds) linearizable reads gather for a ReadIndex round when
+    # other readers are about (Node._schedule_reads): after reads came during a
+    # round, the next starts this long after it started; after a round of
+    # several, the next waits for its readers to be back, at most this long. A
+    # lone reader never waits. 4 ms: +5% gets/s at 2 clients, +15-30% at 4-64.
+    read_round_gap: float = 0.004
     # "uvloop" or "asyncio" (see kvstore.eventloop).
     event_loop: str = "uvloop"
     # Writes are refused (NoSpace) while a majority has less free map space
@@ -93,6 +99,12 @@ class NodeConfig:
                 "--join and --initial-cluster exclude each other: a new cluster is "
                 "bootstrapped from --initial-cluster, a member joins a running one with --join"
             )
+        for flag, seconds in (
+            ("flush-linger", self.flush_linger),
+            ("read-round-gap", self.read_round_gap),
+        ):
+            if not seconds >= 0:  # also NaN
+                raise ValueError(f"--{flag} must be a number of ms >= 0, got {seconds * 1000}")
         if self.capacity_threshold == 0:
             self.capacity_threshold = max(4 << 20, 4 * self.max_value_size)
         if not self.listen_peer_addr:

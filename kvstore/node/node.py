@@ -117,6 +117,7 @@ class Node:
         self._persists_in_flight = 0
         self._flushed_index = 0  # last log index of our last flush with entries
         self._applying = False
+        self._read_started = 0.0  # loop time the last ReadIndex round started
         self._space = Capacity(storage.free_bytes)
         self._stopped = False
         self.fatal: asyncio.Future[BaseException] | None = None
@@ -287,8 +288,10 @@ class Node:
             for read_id, index in update.reads:
                 self.reads.ready(read_id, index)
             if self.reads.forming and not self.reads.in_flight:
+                # Reads came during the round: more readers than take turns.
                 assert self._loop is not None
-                self._loop.call_soon(self._flush_reads)
+                due = self._read_started + self.config.read_round_gap
+                self._loop.call_at(due, self._flush_reads)
         if flags & _TIMEOUT or self._timer is None:
             self._arm_timer()
         leader_id = self.raft.leader[0]
@@ -483,19 +486,34 @@ class Node:
     async def read_index(self) -> None:
         """Return once a read here would see every write acknowledged before the call."""
         future, first = self.reads.join()
-        if first:
-            assert self._loop is not None
-            if self.reads.in_flight:  # it goes when that round ends (see _handle)
-                self._loop.call_later(self.config.flush_linger, self._flush_reads)
-            else:
-                self._loop.call_soon(self._flush_reads)
+        self._schedule_reads(first)
         index = await future
         await self.applied_waiters.wait(index, self.applied_index)
 
-    def _flush_reads(self) -> None:
-        if not self.reads.forming:
+    def _schedule_reads(self, first: bool) -> None:
+        """Nagle's rule for ReadIndex rounds: a round costs a frame to and from
+        each follower whatever it carries, and rounds back to back as each
+        ended carried ~2 reads at 64 clients. While one is in flight, the next
+        goes --read-round-gap after it started (_handle: more readers come than
+        take turns). Else a batch goes at once if it holds the readers the last
+        round had (a lone reader never waits), or once they are back, at most
+        --read-round-gap after the first."""
+        assert self._loop is not None
+        reads = self.reads
+        if reads.in_flight:
+            if first:  # should that round be lost, this batch goes after the linger
+                self._loop.call_later(self.config.flush_linger, self._flush_reads, True)
+        elif reads.gathered or not self.config.read_round_gap:
+            self._loop.call_soon(self._flush_reads)
+        elif first:
+            self._loop.call_later(self.config.read_round_gap, self._flush_reads)
+
+    def _flush_reads(self, even_in_flight: bool = False) -> None:
+        if not self.reads.forming or (self.reads.in_flight and not even_in_flight):
             return
         read_id, _ = self.reads.seal()
+        assert self._loop is not None
+        self._read_started = self._loop.time()
         try:
             self.step(Event.read_index(self.now(), read_id, capacity=self.capacity))
         except RaftError as exc:

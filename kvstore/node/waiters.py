@@ -125,12 +125,16 @@ class AppliedWaiters:
 
 class ReadBatches:
     """Linearizable reads that arrive together, or while a round is in flight,
-    share one ReadIndex round (as etcd's read loop)."""
+    share one ReadIndex round (as etcd's read loop). Between rounds it keeps
+    how many readers the next round may expect (see Node._schedule_reads)."""
 
     def __init__(self) -> None:
         self.forming: list[asyncio.Future[int]] = []
         self._sent: dict[int, list[asyncio.Future[int]]] = {}
         self._ids = itertools.count(1)
+        self.rounds = 0  # sealed so far (metrics: reads per round is the batching)
+        self._last_size = 0  # reads in the round sealed last
+        self._expected = 1  # readers the next round may wait for
 
     def join(self) -> tuple[asyncio.Future[int], bool]:
         """A future for the read index; True when this read opened a new batch."""
@@ -143,6 +147,8 @@ class ReadBatches:
         read_id = next(self._ids)
         batch, self.forming = self.forming, []
         self._sent[read_id] = batch
+        self.rounds += 1
+        self._last_size = len(batch)
         return read_id, batch
 
     @property
@@ -150,10 +156,18 @@ class ReadBatches:
         """A sealed batch waits for its round."""
         return bool(self._sent)
 
+    @property
+    def gathered(self) -> bool:
+        """The forming batch holds as many reads as the next round may expect:
+        the last round's readers (who read again once answered) and those who
+        came while it was in flight."""
+        return len(self.forming) >= self._expected
+
     def ready(self, read_id: int, index: int) -> None:
         for future in self._sent.pop(read_id, []):
             if not future.done():
                 future.set_result(index)
+        self._expected = max(1, self._last_size + len(self.forming))
 
     def fail_round(self, read_id: int, exc: Exception) -> None:
         self.fail(self._sent.pop(read_id, []), exc)

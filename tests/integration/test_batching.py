@@ -24,6 +24,7 @@ from kvstore.v1 import kv_pb2, kv_pb2_grpc
 from tests.integration.cluster import Cluster, running_cluster
 
 LINGER_MS = 60_000
+READ_GAP_MS = 50
 CONCURRENT = 32
 ROUNDS = 10
 
@@ -31,7 +32,8 @@ ROUNDS = 10
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = Path(tmp_path_factory.mktemp("batching"))
-    with running_cluster(base, 3, ["--flush-linger", str(LINGER_MS)]) as cluster:
+    args = ["--flush-linger", str(LINGER_MS), "--read-round-gap", str(READ_GAP_MS)]
+    with running_cluster(base, 3, args) as cluster:
         yield cluster
 
 
@@ -125,6 +127,38 @@ def test_reads_during_a_round_go_with_the_next_round(cluster: Cluster) -> None:
     # How many share a round depends on how fast they arrive; never more than
     # one round (a frame per follower) per read.
     assert sent <= 2 * len(keys) + 20, f"{sent} frames to followers for {len(keys)} reads"
+
+
+async def read_in_turns(address: str, readers: int, each: int) -> None:
+    """``readers`` clients, each reading ``each`` times one after the other."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+
+        async def reader(n: int) -> None:
+            for i in range(each):
+                reply = await stub.Get(kv_pb2.GetRequest(key=b"read/present"), timeout=10)
+                assert reply.found, (n, i)
+
+        await asyncio.gather(*(reader(n) for n in range(readers)))
+
+
+def test_concurrent_readers_share_spaced_rounds(cluster: Cluster) -> None:
+    """Readers that keep a round in flight wait for the gap since it started
+    (--read-round-gap), so each round carries several of them; rounds back to
+    back as each ends carried one or two (a frame to and from each follower
+    per round)."""
+    leader = cluster.leader_id()
+    address = cluster.members[leader].client_addr
+    asyncio.run(put_all(address, [b"read/present"], deadline=10))
+    rounds = "kvstore_read_rounds_total"
+    before = metric(cluster, leader, rounds)
+    asyncio.run(read_in_turns(address, readers=4, each=25))
+    started = metric(cluster, leader, rounds) - before
+    assert 0 < started <= 40, f"{started} ReadIndex rounds for 100 reads by 4 readers"
+    # A lone reader never waits for the gap: each read is its own round.
+    before = metric(cluster, leader, rounds)
+    asyncio.run(read_in_turns(address, readers=1, each=10))
+    assert metric(cluster, leader, rounds) - before == 10
 
 
 def test_writes_through_a_follower_share_forward_frames(cluster: Cluster) -> None:
