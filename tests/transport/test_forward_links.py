@@ -6,6 +6,7 @@ requests that queue while a frame is being written into the next frame."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,15 +43,25 @@ def _link_tasks() -> int:
     )
 
 
+@contextlib.asynccontextmanager
+async def echo_leader() -> AsyncIterator[tuple[EchoForward, ForwardClient, str]]:
+    """A real grpc.aio server with EchoForward on 127.0.0.1, and a client for it."""
+    leader = EchoForward()
+    server = grpc.aio.server()
+    peer_pb2_grpc.add_PeerServicer_to_server(leader, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = ForwardClient(cluster_id=1, node_id=2)
+    try:
+        yield leader, client, f"127.0.0.1:{port}"
+    finally:
+        await client.close()
+        await server.stop(grace=None)
+
+
 def test_requests_that_find_a_broken_link_share_one_new_link() -> None:
     async def main() -> None:
-        server = grpc.aio.server()
-        peer_pb2_grpc.add_PeerServicer_to_server(EchoForward(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        client = ForwardClient(cluster_id=1, node_id=2)
-        address = f"127.0.0.1:{port}"
-        try:
+        async with echo_leader() as (_, client, address):
             assert await client(address, "Get", b"first", 5) == b"first"
             old = client._links[address]
             old.broken = True  # as when its stream failed
@@ -61,23 +72,13 @@ def test_requests_that_find_a_broken_link_share_one_new_link() -> None:
             new = client._links[address]
             assert new is not old and not new.broken
             assert _link_tasks() == 1, "a stream was opened and lost besides the one kept"
-        finally:
-            await client.close()
-            await server.stop(grace=None)
 
     asyncio.run(main())
 
 
 def test_requests_that_queue_meanwhile_share_a_frame() -> None:
     async def main() -> None:
-        leader = EchoForward()
-        server = grpc.aio.server()
-        peer_pb2_grpc.add_PeerServicer_to_server(leader, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        client = ForwardClient(cluster_id=1, node_id=2)
-        address = f"127.0.0.1:{port}"
-        try:
+        async with echo_leader() as (leader, client, address):
             assert await client(address, "Put", b"alone", 5) == b"alone"
             assert leader.frames == [1], "a lone request leaves at once, in a frame of its own"
             answers = await asyncio.gather(
@@ -90,9 +91,6 @@ def test_requests_that_queue_meanwhile_share_a_frame() -> None:
                 101,
                 len(leader.frames),
             )
-        finally:
-            await client.close()
-            await server.stop(grace=None)
 
     asyncio.run(main())
 
