@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
+import pytest
 
+from kvstore.api.executor import RequestError
 from kvstore.api.forward import ForwardClient, FrameQueue
 from kvstore.raft.v1 import peer_pb2, peer_pb2_grpc
 
@@ -44,16 +46,17 @@ def _link_tasks() -> int:
 
 
 @contextlib.asynccontextmanager
-async def echo_leader() -> AsyncIterator[tuple[EchoForward, ForwardClient, str]]:
-    """A real grpc.aio server with EchoForward on 127.0.0.1, and a client for it."""
-    leader = EchoForward()
+async def leader_at(
+    servicer: peer_pb2_grpc.PeerServicer,
+) -> AsyncIterator[tuple[ForwardClient, str]]:
+    """``servicer`` on a real grpc.aio server on 127.0.0.1, and a client for it."""
     server = grpc.aio.server()
-    peer_pb2_grpc.add_PeerServicer_to_server(leader, server)
+    peer_pb2_grpc.add_PeerServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     client = ForwardClient(cluster_id=1, node_id=2)
     try:
-        yield leader, client, f"127.0.0.1:{port}"
+        yield client, f"127.0.0.1:{port}"
     finally:
         await client.close()
         await server.stop(grace=None)
@@ -61,7 +64,7 @@ async def echo_leader() -> AsyncIterator[tuple[EchoForward, ForwardClient, str]]
 
 def test_requests_that_find_a_broken_link_share_one_new_link() -> None:
     async def main() -> None:
-        async with echo_leader() as (_, client, address):
+        async with leader_at(EchoForward()) as (client, address):
             assert await client(address, "Get", b"first", 5) == b"first"
             old = client._links[address]
             old.broken = True  # as when its stream failed
@@ -78,7 +81,8 @@ def test_requests_that_find_a_broken_link_share_one_new_link() -> None:
 
 def test_requests_that_queue_meanwhile_share_a_frame() -> None:
     async def main() -> None:
-        async with echo_leader() as (leader, client, address):
+        leader = EchoForward()
+        async with leader_at(leader) as (client, address):
             assert await client(address, "Put", b"alone", 5) == b"alone"
             assert leader.frames == [1], "a lone request leaves at once, in a frame of its own"
             answers = await asyncio.gather(
@@ -117,3 +121,27 @@ def test_take_waits_for_the_first_item() -> None:
         return await asyncio.wait_for(waiter, 5)
 
     assert asyncio.run(main()) == [1, 2]
+
+
+class SilentLeader(peer_pb2_grpc.PeerServicer):
+    """A leader stand-in that reads forwarded requests and never answers."""
+
+    async def ForwardBatches(
+        self, batches: AsyncIterator[peer_pb2.ForwardBatch], context: Any
+    ) -> AsyncIterator[peer_pb2.ForwardAnswers]:
+        async for _ in batches:
+            pass
+        return
+        yield  # an async generator that yields nothing
+
+
+def test_a_request_the_leader_never_answers_ends_at_its_deadline() -> None:
+    async def main() -> None:
+        async with leader_at(SilentLeader()) as (client, address):
+            with pytest.raises(RequestError) as late:
+                await client(address, "Put", b"lost", 0.2)
+            assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert address in late.value.message
+            assert not client._links[address]._waiting  # nothing left behind
+
+    asyncio.run(main())
