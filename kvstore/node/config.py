@@ -77,11 +77,8 @@ class NodeConfig:
     # While earlier writes are in flight, new updates wait for them to land, but
     # at most this long (seconds) after the last flush (see Node._schedule_flush).
     flush_linger: float = 0.010
-    # How long (seconds) linearizable reads gather for a ReadIndex round when
-    # other readers are about (Node._schedule_reads): after reads came during a
-    # round, the next starts this long after it started; after a round of
-    # several, the next waits for its readers to be back, at most this long. A
-    # lone reader never waits. 4 ms: +5% gets/s at 2 clients, +15-30% at 4-64.
+    # How long (seconds) linearizable reads may gather for a ReadIndex round
+    # when other readers are about; a lone reader never waits (kvstore.node.reads).
     read_round_gap: float = 0.004
     # "uvloop" or "asyncio" (see kvstore.eventloop).
     event_loop: str = "uvloop"

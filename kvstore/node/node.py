@@ -27,6 +27,7 @@ from kvstore.node.config import NodeConfig
 from kvstore.node.flush import FlushScheduler
 from kvstore.node.membership import Membership, removed_members
 from kvstore.node.outbox import Outbox
+from kvstore.node.reads import ReadScheduler
 from kvstore.node.snapshots import SnapshotManager
 from kvstore.node.waiters import (
     AppliedWaiters,
@@ -117,7 +118,7 @@ class Node:
         self._persists_in_flight = 0
         self._flushed_index = 0  # last log index of our last flush with entries
         self._applying = False
-        self._read_started = 0.0  # loop time the last ReadIndex round started
+        self._read_scheduler: ReadScheduler | None = None  # made by start(), on the loop
         self._space = Capacity(storage.free_bytes)
         self._stopped = False
         self.fatal: asyncio.Future[BaseException] | None = None
@@ -131,6 +132,13 @@ class Node:
         self.fatal = self._loop.create_future()
         self._flusher = FlushScheduler(
             self._loop, self.config.flush_linger, self._flush, self._in_flight
+        )
+        self._read_scheduler = ReadScheduler(
+            self._loop,
+            self.reads,
+            self.config.read_round_gap,
+            self.config.flush_linger,
+            self._flush_reads,
         )
         self.committer = GroupCommitter(self.storage, loop=self._loop)
         self.committer.start()
@@ -287,11 +295,8 @@ class Node:
         if flags & _READS:
             for read_id, index in update.reads:
                 self.reads.ready(read_id, index)
-            if self.reads.forming and not self.reads.in_flight:
-                # Reads came during the round: more readers than take turns.
-                assert self._loop is not None
-                due = self._read_started + self.config.read_round_gap
-                self._loop.call_at(due, self._flush_reads)
+            assert self._read_scheduler is not None
+            self._read_scheduler.round_ended()
         if flags & _TIMEOUT or self._timer is None:
             self._arm_timer()
         leader_id = self.raft.leader[0]
@@ -486,34 +491,17 @@ class Node:
     async def read_index(self) -> None:
         """Return once a read here would see every write acknowledged before the call."""
         future, first = self.reads.join()
-        self._schedule_reads(first)
+        assert self._read_scheduler is not None
+        self._read_scheduler.joined(first)
         index = await future
         await self.applied_waiters.wait(index, self.applied_index)
-
-    def _schedule_reads(self, first: bool) -> None:
-        """Nagle's rule for ReadIndex rounds: a round costs a frame to and from
-        each follower whatever it carries, and rounds back to back as each
-        ended carried ~2 reads at 64 clients. While one is in flight, the next
-        goes --read-round-gap after it started (_handle: more readers come than
-        take turns). Else a batch goes at once if it holds the readers the last
-        round had (a lone reader never waits), or once they are back, at most
-        --read-round-gap after the first."""
-        assert self._loop is not None
-        reads = self.reads
-        if reads.in_flight:
-            if first:  # should that round be lost, this batch goes after the linger
-                self._loop.call_later(self.config.flush_linger, self._flush_reads, True)
-        elif reads.gathered or not self.config.read_round_gap:
-            self._loop.call_soon(self._flush_reads)
-        elif first:
-            self._loop.call_later(self.config.read_round_gap, self._flush_reads)
 
     def _flush_reads(self, even_in_flight: bool = False) -> None:
         if not self.reads.forming or (self.reads.in_flight and not even_in_flight):
             return
         read_id, _ = self.reads.seal()
-        assert self._loop is not None
-        self._read_started = self._loop.time()
+        assert self._read_scheduler is not None
+        self._read_scheduler.started()
         try:
             self.step(Event.read_index(self.now(), read_id, capacity=self.capacity))
         except RaftError as exc:
