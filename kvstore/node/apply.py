@@ -90,7 +90,7 @@ def apply_work(
             proposals.applied(first + offset, terms[offset], result)
 
     def work(txn: Txn) -> list[Result | None]:
-        results = data.apply_in(txn, batch, last_index=last)
+        results = data.apply_in(txn, batch, last_index=last, follows=first - 1)
         if answer_here:
             loop.call_soon_threadsafe(answer, results)
         return results

@@ -57,6 +57,9 @@ from raftcore import NotLeader as RaftNotLeader
 log = logging.getLogger("kvstore.node")
 
 _APPLY_BATCH = 1024
+# Apply batches queued at once: with one, what committed meanwhile waited for
+# that batch's sync before it was even queued (~2.5 ms of ~15 ms per put).
+_APPLIES_IN_FLIGHT = 4
 #: How often waiting writes are checked against their deadlines (seconds).
 _EXPIRY_INTERVAL = 0.01
 _PERSIST = int(UpdateFlags.CURRENT_TERM | UpdateFlags.VOTED_FOR | UpdateFlags.ENTRIES)
@@ -117,7 +120,8 @@ class Node:
         self._flusher: FlushScheduler | None = None  # made by start(), on the loop
         self._persists_in_flight = 0
         self._flushed_index = 0  # last log index of our last flush with entries
-        self._applying = False
+        self._applies_in_flight = 0
+        self._apply_submitted = 0  # last entry queued for apply
         self._read_scheduler: ReadScheduler | None = None  # made by start(), on the loop
         self._space = Capacity(storage.free_bytes)
         self._stopped = False
@@ -516,9 +520,13 @@ class Node:
     # -- applying committed entries ---------------------------------------------
 
     def _schedule_apply(self) -> None:
-        if self._applying or self._stopped or self.snapshots.installing:
+        if (
+            self._applies_in_flight >= _APPLIES_IN_FLIGHT
+            or self._stopped
+            or self.snapshots.installing
+        ):
             return
-        first = self.applied_index + 1
+        first = max(self.applied_index, self._apply_submitted) + 1
         last = min(self.raft.commit_index, first + _APPLY_BATCH - 1)
         if last < first:
             return
@@ -527,13 +535,14 @@ class Node:
             log.error("entries %d..%d to apply are not in memory", first, last)
             return
         batch, changes = operations(first, entries, self.proposals, self.codec)
-        self._applying = True
+        self._applies_in_flight += 1
+        self._apply_submitted = last
         terms = [entry.term for entry in entries]
         assert self.committer is not None
         started = time.perf_counter()
 
         def on_done(results: list[Result | None] | None, exc: BaseException | None) -> None:
-            self._applying = False
+            self._applies_in_flight -= 1
             self.metrics.apply_seconds.observe(time.perf_counter() - started)
             if exc is not None or results is None:
                 self._die(f"cannot apply entries {first}..{last}: {exc}", exc or RuntimeError())

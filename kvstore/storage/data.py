@@ -157,7 +157,12 @@ class DataStore:
             return self.apply_in(txn, batch, last_index=last_index)
 
     def apply_in(
-        self, txn: Txn, batch: Sequence[tuple[int, Operation | None]], *, last_index: int = 0
+        self,
+        txn: Txn,
+        batch: Sequence[tuple[int, Operation | None]],
+        *,
+        last_index: int = 0,
+        follows: int = 0,
     ) -> list[Result | None]:
         """Apply ``(log index, operation)`` pairs in order; record the applied index.
 
@@ -166,9 +171,15 @@ class DataStore:
         ``last_index`` (for a batch whose last entries are not commands).
         Returns one result per pair; ``None`` for skipped (already applied) or
         operation-less entries. Raises only for a malformed batch (indexes not
-        increasing); bad operations become :class:`Rejected` results.
+        increasing, or following ``follows`` when less than that is applied: a
+        batch queued after one that failed); bad operations become
+        :class:`Rejected` results.
         """
         applied = get_u64(txn, self._meta, KEY_APPLIED_INDEX)
+        if applied < follows:
+            raise InvalidArgument(
+                f"apply: the batch follows entry {follows} but only {applied} is applied"
+            )
         revision = start_revision = get_u64(txn, self._meta, KEY_REVISION)
         results: list[Result | None] = []
         previous = applied

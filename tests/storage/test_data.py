@@ -188,6 +188,20 @@ def test_apply_records_applied_index_and_skips_applied_entries(storage: Storage)
     assert storage.data.applied_index() == 5
 
 
+def test_a_batch_that_follows_a_missing_one_is_refused(storage: Storage) -> None:
+    """The node queues several batches at once; if one failed, the next must
+    not apply over the gap (its entries would skip the failed ones)."""
+    storage.data.apply([(1, Put(b"a", b"1"))])
+    refused = pytest.raises(InvalidArgument, match="follows entry 3 but only 1 is applied")
+    with refused, storage.env.write() as txn:
+        storage.data.apply_in(txn, [(4, Put(b"d", b"1"))], follows=3)
+    assert storage.data.applied_index() == 1
+    assert storage.data.get(b"d") is None
+    with storage.env.write() as txn:
+        storage.data.apply_in(txn, [(2, Put(b"b", b"1"))], follows=1)
+    assert storage.data.applied_index() == 2
+
+
 def test_apply_batch_and_applied_index_are_atomic(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
