@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from kvstore.fsm import ProtobufCodec
@@ -164,7 +164,7 @@ class Node:
             if entry.type == EntryType.CHANGE and state.start_index + offset > since
         ]
         self.removed = removed_members(history)
-        self._account_entries(state.start_index, entries)
+        self._space.account(state.start_index, entries, self.applied_index)
         event = Event.start(
             self.now(),
             state.term,
@@ -280,7 +280,7 @@ class Node:
     def _handle(self, update: Update) -> None:
         flags = int(update.flags)  # int operations: IntFlag ones cost microseconds
         if update.entries:
-            self._account_entries(update.entries_index, update.entries)
+            self._space.account(update.entries_index, update.entries, self.applied_index)
         if update.messages or flags & _PERSIST:
             self.outbox.add(update, self.raft.current_term, self.raft.voted_for)
             assert self._flusher is not None
@@ -363,7 +363,7 @@ class Node:
                 if self._hardstate_pending is done:
                     self._hardstate_pending = None
             if last and not self._stopped:
-                self._refresh_capacity()  # the follower reports it in this step's answer
+                self._space.refresh(self.applied_index)  # reported in this step's answer
                 self.step(
                     Event.persisted_entries(
                         self.now(), last, term=last_term, capacity=self.capacity
@@ -575,7 +575,7 @@ class Node:
                 self.transport.update_peers(
                     {s.id: s.address for s in conf if s.id != self.config.id}
                 )
-        self._refresh_capacity()
+        self._space.refresh(self.applied_index)
         self._notify_configuration()
         self.applied_waiters.advance(self.applied_index)
         self.snapshots.maybe_take()
@@ -591,12 +591,6 @@ class Node:
                     self.now(), pending, self.raft.configuration, capacity=self.capacity
                 )
             )
-
-    def _account_entries(self, first: int, entries: Sequence[Entry]) -> None:
-        self._space.account(first, entries, self.applied_index)
-
-    def _refresh_capacity(self) -> None:
-        self._space.refresh(self.applied_index)
 
     @property
     def capacity(self) -> int:
