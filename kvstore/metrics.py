@@ -201,7 +201,7 @@ class _NodeCollector(Collector):
             stats = committer.stats
             yield counter(
                 "kvstore_db_transactions",
-                "LMDB write transactions committed, each one fsync (group commit)",
+                "LMDB write transactions committed (group commit), each with its fsync",
                 stats.transactions,
             )
             yield counter(

@@ -72,7 +72,9 @@ def apply_work(
     - the entries are committed, so durable in a majority of logs including
       this leader's; the results come from the deterministic apply, which a
       crash before the sync repeats from the log with the same outcome (the
-      exactly-once session table included);
+      exactly-once session table included). For the same reason the node
+      submits this work with ``durable=False``: its transaction does not flush
+      LMDB's meta page (kvstore.storage.env);
     - a linearizable read waits for the node's ``applied_index``, which moves
       only once this transaction is committed, so it sees every write
       answered before the read began (a serializable read may briefly not,

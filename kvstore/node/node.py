@@ -551,7 +551,7 @@ class Node:
 
         assert self._loop is not None
         work = apply_work(self.storage.data, first, last, batch, terms, self.proposals, self._loop)
-        self.committer.submit(work, on_done)
+        self.committer.submit(work, on_done, durable=False)  # the log can redo it
 
     def _applied(
         self,

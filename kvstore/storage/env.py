@@ -6,10 +6,19 @@ atomically: the applied index moves together with the data, a received
 snapshot replaces the data and the log prefix together, and the group commit
 writer puts term, vote and entries under one fsync.
 
-Durability is LMDB's default: every commit fsyncs (``sync=True``,
-``metasync=True``); ``writemap``/``map_async`` stay off because with them a
-crash can lose acknowledged transactions or, with a stray pointer, corrupt the
-map.
+Durability: a write transaction is durable when :meth:`Env.write` returns,
+unless the caller says it need not be (``durable=False``). LMDB runs with
+``sync=True`` and ``metasync=False``: every commit flushes its data pages,
+then writes the meta page that makes them current without flushing it
+(MDB_NOMETASYNC, which LMDB documents as keeping the database intact: a
+machine crash may undo the last transactions, never corrupt the file); a
+durable write then flushes the file once more, meta page included. Only the
+apply of committed entries skips that flush: its result can be computed again
+from the log, which is durable, and its applied index moves in the same
+transaction (so a crash that undoes it undoes the index too, and the entries
+apply again at restart); any later durable write makes it durable as well.
+``writemap``/``map_async`` stay off because with them a crash can lose
+acknowledged transactions or, with a stray pointer, corrupt the map.
 """
 
 from __future__ import annotations
@@ -80,13 +89,14 @@ class Env:
             subdir=True,
             readonly=readonly,
             sync=True,
-            metasync=True,
+            metasync=False,  # see the module docstring: durable writes sync it
             writemap=False,
             map_async=False,
             # Spare read transactions make the many small serializable reads
             # cheaper (no reader-slot acquisition per read).
             max_spare_txns=4,
         )
+        self._readonly = readonly
         create = not readonly
         with self._env.begin(write=create) as txn:
             self.log_db = self._env.open_db(LOG_DB, txn=txn, create=create)
@@ -98,12 +108,15 @@ class Env:
     # -- transactions ---------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Txn]:
-        """A write transaction, committed (and fsynced) when the block ends.
+    def write(self, durable: bool = True) -> Iterator[Txn]:
+        """A write transaction, committed (and, if ``durable``, fsynced with
+        its meta page) when the block ends.
 
         Any exception aborts it: nothing of the block is written. LMDB's
         ``MapFullError`` (from a put or from the commit itself) becomes
         :class:`NoSpace`; a key LMDB refuses becomes :class:`InvalidArgument`.
+        A failed sync raises :class:`StorageError` after the commit: the
+        transaction is then visible but may not survive a machine crash.
         """
         txn = self._env.begin(write=True)
         try:
@@ -124,6 +137,11 @@ class Env:
         except BaseException:
             txn.abort()
             raise
+        if durable:
+            try:
+                self._env.sync(True)
+            except lmdb.Error as exc:
+                raise StorageError(f"LMDB sync failed: {exc}") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
@@ -184,8 +202,11 @@ class Env:
     # -- lifetime ------------------------------------------------------
 
     def close(self) -> None:
+        """Close, after making durable what was committed without a sync."""
         if not self._closed:
             self._closed = True
+            if not self._readonly:
+                self._env.sync(True)
             self._env.close()
 
     @property

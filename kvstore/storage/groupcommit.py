@@ -13,7 +13,9 @@ shares a transaction and its fsync.
 
 Each request is a function run inside the shared transaction, with a
 completion callback that runs after the commit returned (so the data is on
-disk): the typed helpers build them for Raft persistence (term, vote,
+disk; a request submitted with ``durable=False``, the apply of committed
+entries, does not need the final flush of the meta page, see
+kvstore.storage.env, and a transaction of only such requests skips it): the typed helpers build them for Raft persistence (term, vote,
 entries; the result is the last durable log index, for PERSISTED_ENTRIES),
 for applying committed operations, and for anything else given as a
 function of the transaction. Callbacks are delivered in submission order,
@@ -68,6 +70,7 @@ def _yield_on_wakeup() -> None:
 class _Request:
     work: Callable[[Txn], Any]
     on_done: OnDone
+    durable: bool
 
 
 @dataclass(slots=True)
@@ -129,10 +132,16 @@ class GroupCommitter:
     # -- submitting ------------------------------------------------------------
 
     def submit(
-        self, work: Callable[[Txn], T], on_done: Callable[[T | None, BaseException | None], None]
+        self,
+        work: Callable[[Txn], T],
+        on_done: Callable[[T | None, BaseException | None], None],
+        *,
+        durable: bool = True,
     ) -> None:
         """Queue ``work(txn)``; ``on_done(result, None)`` after the commit, or
-        ``on_done(None, exc)`` if it was not written. Thread-safe.
+        ``on_done(None, exc)`` if it was not written. Thread-safe. With
+        ``durable=False`` the commit may be undone by a machine crash (for
+        work that the log can redo).
 
         ``work`` may run twice (again alone after a failed shared transaction),
         so it must act only through ``txn``, which is rolled back on failure.
@@ -140,7 +149,7 @@ class GroupCommitter:
         with self._cond:
             if self._closing:
                 raise RuntimeError("group committer is closed")
-            self._queue.append(_Request(work, on_done))
+            self._queue.append(_Request(work, on_done, durable))
             if self._loop_thread is None or threading.get_ident() != self._loop_thread:
                 self._release()
                 return
@@ -225,7 +234,8 @@ class GroupCommitter:
         stats.largest_batch = max(stats.largest_batch, len(batch))
         try:
             results: list[Any] = []
-            with self.storage.env.write() as txn:
+            durable = any(request.durable for request in batch)
+            with self.storage.env.write(durable) as txn:
                 for request in batch:
                     results.append(request.work(txn))
             stats.transactions += 1
@@ -240,7 +250,7 @@ class GroupCommitter:
         outcomes: list[tuple[Any, BaseException | None]] = []
         for request in batch:
             try:
-                with self.storage.env.write() as txn:
+                with self.storage.env.write(request.durable) as txn:
                     result = request.work(txn)
                 stats.transactions += 1
                 outcomes.append((result, None))

@@ -55,6 +55,50 @@ def test_requests_arriving_during_a_commit_share_the_next_transaction(storage: S
     assert storage.log.last_index() == 100
 
 
+def test_a_transaction_of_light_requests_only_is_not_synced_to_the_end(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply of committed entries is submitted with durable=False
+    (kvstore.storage.env says why that is safe); a transaction gets the final
+    flush when any of its requests needs it."""
+    syncs: list[bool] = []
+    real_write = storage.env.write
+
+    def recording_write(durable: bool = True) -> object:
+        syncs.append(durable)
+        return real_write(durable)
+
+    monkeypatch.setattr(storage.env, "write", recording_write)
+    gc = GroupCommitter(storage)
+    gc.start()
+    in_flight = threading.Event()
+    release = threading.Event()
+
+    def slow(txn: Txn) -> None:
+        in_flight.set()
+        assert release.wait(WAIT)
+
+    done: list[object] = []
+    gc.submit(slow, lambda r, e: done.append(e), durable=False)
+    assert in_flight.wait(WAIT)
+    # Two light requests and a durable one arrive during it: one transaction.
+    apply = storage.data.apply_in
+    gc.submit(
+        lambda txn: apply(txn, [(1, Put(b"a", b"1"))]), lambda r, e: done.append(e), durable=False
+    )
+    gc.submit_persist(
+        Persist(term=1, entries_index=1, entries=[entry(1, 1)]), lambda r, e: done.append(e)
+    )
+    gc.submit(
+        lambda txn: apply(txn, [(2, Put(b"b", b"1"))]), lambda r, e: done.append(e), durable=False
+    )
+    release.set()
+    gc.close(timeout=WAIT)
+    assert syncs == [False, True]
+    assert done == [None] * 4
+    assert storage.data.applied_index() == 2 and storage.log.last_index() == 1
+
+
 def test_truncation_within_one_batch(storage: Storage) -> None:
     gc = GroupCommitter(storage)
     results: list[object] = []
