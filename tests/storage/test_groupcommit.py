@@ -21,9 +21,11 @@ def entry(term: int, i: int) -> Entry:
     return Entry(term, EntryType.COMMAND, b"entry-%d" % i)
 
 
-def test_requests_arriving_during_a_commit_share_the_next_transaction(storage: Storage) -> None:
-    gc = GroupCommitter(storage)
-    gc.start()
+def hold_worker(
+    gc: GroupCommitter, on_done: Callable[[None, BaseException | None], None], durable: bool = True
+) -> threading.Event:
+    """Submit a request that keeps the worker in its transaction until the
+    returned event is set; returns once that transaction is running."""
     in_flight = threading.Event()
     release = threading.Event()
 
@@ -31,9 +33,16 @@ def test_requests_arriving_during_a_commit_share_the_next_transaction(storage: S
         in_flight.set()
         assert release.wait(WAIT)
 
-    done: list[tuple[str, object]] = []
-    gc.submit(slow, lambda r, e: done.append(("slow", e)))
+    gc.submit(slow, on_done, durable=durable)
     assert in_flight.wait(WAIT)
+    return release
+
+
+def test_requests_arriving_during_a_commit_share_the_next_transaction(storage: Storage) -> None:
+    gc = GroupCommitter(storage)
+    gc.start()
+    done: list[tuple[str, object]] = []
+    release = hold_worker(gc, lambda r, e: done.append(("slow", e)))
 
     # While that transaction is in flight, 50 updates arrive, each with 2 entries.
     def report(i: int) -> Callable[[int | None, BaseException | None], None]:
@@ -71,16 +80,8 @@ def test_a_transaction_of_light_requests_only_is_not_synced_to_the_end(
     monkeypatch.setattr(storage.env, "write", recording_write)
     gc = GroupCommitter(storage)
     gc.start()
-    in_flight = threading.Event()
-    release = threading.Event()
-
-    def slow(txn: Txn) -> None:
-        in_flight.set()
-        assert release.wait(WAIT)
-
     done: list[object] = []
-    gc.submit(slow, lambda r, e: done.append(e), durable=False)
-    assert in_flight.wait(WAIT)
+    release = hold_worker(gc, lambda r, e: done.append(e), durable=False)
     # Two light requests and a durable one arrive during it: one transaction.
     apply = storage.data.apply_in
     gc.submit(
