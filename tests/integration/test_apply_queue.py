@@ -46,7 +46,9 @@ def test_a_write_committed_during_an_apply_is_applied_in_the_next_transaction(
     leader = cluster.wait_for_leader()
     with cluster.node_client(leader, timeout=30) as client:
         client.put(b"warm", b"up")
-        time.sleep(0.2)  # the warm-up's apply has synced: the disk is idle
+        # Every member has applied it, so its apply transaction (flush included)
+        # is over and the leader's disk is idle when the slow-down starts.
+        cluster.wait_converged()
         cluster.set_disk_delay([leader], DELAY_MS)
         try:
             first = timed_put(client, b"w1")
