@@ -2,7 +2,9 @@
 ``benchmark`` is the model).
 
 Clients are grpc.aio calls on one event loop, ``--clients`` of them in flight,
-spread over ``--conns`` channels and the given endpoints. ``echo`` measures a
+spread over ``--conns`` connections and the given endpoints (each channel its
+own TCP connection, as etcd's ``--conns``; gRPC would otherwise let channels
+to one address share one). ``echo`` measures a
 bare grpc.aio echo server (started here, in a child process) with the same
 client code, so that the store's numbers can be read against the cost of one
 unary call on this machine.
@@ -114,12 +116,14 @@ async def run_load(
 def _channels(
     endpoints: list[str], conns: int, tls: ClientTls | None = None
 ) -> list[grpc.aio.Channel]:
-    """``conns`` channels over the endpoints; TLS as kvctl's --cacert/--cert/--key ask."""
+    """``conns`` channels over the endpoints, each with its own connection; TLS as
+    kvctl's --cacert/--cert/--key ask."""
     targets = [endpoints[i % len(endpoints)] for i in range(conns)]
+    options = [("grpc.use_local_subchannel_pool", 1)]
     if tls is None:
-        return [grpc.aio.insecure_channel(t) for t in targets]
+        return [grpc.aio.insecure_channel(t, options=options) for t in targets]
     credentials = tls.credentials()
-    return [grpc.aio.secure_channel(t, credentials) for t in targets]
+    return [grpc.aio.secure_channel(t, credentials, options=options) for t in targets]
 
 
 async def bench_kv(args: argparse.Namespace, op: str, clients: int) -> Report:
@@ -199,7 +203,9 @@ def start_echo_server(event_loop: str = "uvloop") -> tuple[subprocess.Popen[byte
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("op", choices=["put", "get", "echo"], help="what to measure")
     parser.add_argument("--clients", default="1,16,64", help="concurrent clients, a list")
-    parser.add_argument("--conns", type=int, default=4, help="gRPC channels")
+    parser.add_argument(
+        "--conns", type=int, default=4, help="gRPC channels, each its own TCP connection"
+    )
     parser.add_argument("--total", type=int, default=5000, help="requests per run")
     parser.add_argument("--key-count", type=int, default=10000)
     parser.add_argument("--value-size", type=int, default=100)
