@@ -71,6 +71,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.proposals_applied = 0  # exported by _NodeCollector (a plain int: once per write)
+        # Calls each of the client port's servers took in (set by kvstore.api.client_port).
+        self.acceptor_calls: list[int] = []
         self.proposals_failed = Counter(
             "kvstore_proposals_failed",
             "Client writes that failed (not leader, no space, leadership lost)",
@@ -173,6 +175,14 @@ class _NodeCollector(Collector):
         for (method, code), count in list(node.metrics.requests.items()):
             requests.add_metric([method, code], count)
         yield requests
+        accepted = CounterMetricFamily(
+            "kvstore_client_acceptor_calls",
+            "Client calls taken in by each gRPC server on the client port (--client-acceptors)",
+            labels=["acceptor"],
+        )
+        for index, count in enumerate(node.metrics.acceptor_calls):
+            accepted.add_metric([str(index)], count)
+        yield accepted
         latency = HistogramMetricFamily(
             "kvstore_grpc_request_duration_seconds",
             "Client gRPC request latency by method",

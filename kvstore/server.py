@@ -12,9 +12,9 @@ import contextlib
 import logging
 from typing import Any
 
+from kvstore.api.client_port import ClientPort
 from kvstore.api.executor import Executor
 from kvstore.api.forward import ForwardClient, make_forward_handler
-from kvstore.api.service import start_client_server
 from kvstore.cli.server import stored_cluster_id
 from kvstore.metrics import HealthServer
 from kvstore.node import Node, NodeConfig
@@ -45,8 +45,7 @@ class Server:
         self.executor = Executor(self.node, self.forward_client)
         self.transport: Any = None
         self.peer_server: PeerServer | None = None
-        self.client_server: Any = None
-        self.health: Any = None
+        self.client_port: ClientPort | None = None
         self.metrics_server: HealthServer | None = None
 
     async def start(self) -> None:
@@ -83,22 +82,23 @@ class Server:
         self.transport.update_peers(
             {s.id: s.address for s in node.raft.configuration if s.id != self.config.id}
         )
-        self.client_server, self.health = await start_client_server(
+        self.client_port = ClientPort(
             self.executor,
             self.config.client_addr,
             self.client_tls.server_credentials() if self.client_tls else None,
+            acceptors=self.config.client_acceptors,
         )
+        await self.client_port.start()
 
     def _on_messages(self, from_id: int, from_address: str, messages: list[Message]) -> None:
         self.node.receive(messages)
 
     async def stop(self) -> None:
         """Answer or fail what is in flight, then close everything, each step bounded."""
-        if self.health is not None:
+        if self.client_port is not None:
             with contextlib.suppress(Exception):
-                await self.health.enter_graceful_shutdown()
-        if self.client_server is not None:
-            await self.client_server.stop(grace=2.0)
+                await self.client_port.enter_graceful_shutdown()
+            await self.client_port.stop(grace=2.0)
         await self.node.stop()
         await self.forward_client.close()
         if self.transport is not None:

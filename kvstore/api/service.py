@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvstore.api.executor import Executor, RequestError
@@ -147,39 +147,11 @@ class _GenericHandlersOnly:
         """The generic handler added with them serves these methods."""
 
 
-def add_client_services(server: grpc.aio.Server, executor: Executor) -> Any:
-    """KV, Cluster, health checking and reflection on ``server``, through
-    generic handlers only; returns the health servicer (set to SERVING by the caller)."""
+def add_client_services(server: grpc.aio.Server, executor: Executor, health_servicer: Any) -> None:
+    """KV, Cluster, health checking (``health_servicer``, shared by the client
+    port's servers) and reflection on ``server``, through generic handlers only."""
     target: Any = _GenericHandlersOnly(server)
     kv_pb2_grpc.add_KVServicer_to_server(KVService(executor), target)
     kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(executor), target)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
     reflection.enable_server_reflection(CLIENT_SERVICES, target)
-    return health_servicer
-
-
-async def start_client_server(
-    executor: Executor, address: str, credentials: grpc.ServerCredentials | None = None
-) -> tuple[grpc.aio.Server, Any]:
-    """Start serving clients on ``address`` (TLS with ``credentials``, see kvstore.tls);
-    returns the server and its health servicer."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    health_servicer = add_client_services(server, executor)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"cannot listen for clients on {address}")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    for name in CLIENT_SERVICES[:2]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, health_servicer

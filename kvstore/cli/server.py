@@ -30,7 +30,7 @@ from kvstore.eventloop import run_event_loop, settle_gc
 from kvstore.join import JoinError, fetch_cluster_id, join, parse_endpoints, write_cluster_id
 from kvstore.k8s import KubernetesError, Plan, plan, pod_from_env, settle
 from kvstore.node import NodeConfig, cluster_id_of, parse_initial_cluster
-from kvstore.node.config import DEFAULT_MAX_VALUE_SIZE
+from kvstore.node.config import DEFAULT_CLIENT_ACCEPTORS, DEFAULT_MAX_VALUE_SIZE
 from kvstore.restore import DESCRIPTION as RESTORE_DESCRIPTION
 from kvstore.restore import add_arguments as add_restore_arguments
 from kvstore.restore import main as run_restore
@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(0: rounds back to back)",
         "4",
         type=float,
+    )
+    flag(
+        "client-acceptors",
+        "gRPC servers sharing the client port (SO_REUSEPORT): calls on different "
+        "connections get in side by side; 1: one server, the port exclusive",
+        str(DEFAULT_CLIENT_ACCEPTORS),
+        type=int,
     )
     flag(
         "event-loop",
@@ -213,6 +220,7 @@ def config_from_args(args: argparse.Namespace, k8s: Plan | None = None) -> NodeC
         flush_linger=float(args.flush_linger) / 1000,
         read_round_gap=float(args.read_round_gap) / 1000,
         event_loop=str(args.event_loop),
+        client_acceptors=int(args.client_acceptors),
         client_tls=client_port_tls(
             args.cert_file, args.key_file, args.trusted_ca_file, bool(args.client_cert_auth)
         ),

@@ -10,6 +10,9 @@ from kvstore.storage import DEFAULT_MAP_SIZE
 from kvstore.tls import ServerTls
 
 DEFAULT_MAX_VALUE_SIZE = 1 << 20
+#: gRPC servers on the client port (kvstore.api.client_port), and the most allowed.
+DEFAULT_CLIENT_ACCEPTORS = 8
+MAX_CLIENT_ACCEPTORS = 64
 
 
 def parse_initial_cluster(text: str) -> dict[int, str]:
@@ -82,6 +85,8 @@ class NodeConfig:
     read_round_gap: float = 0.004
     # "uvloop" or "asyncio" (see kvstore.eventloop).
     event_loop: str = "uvloop"
+    # gRPC servers sharing the client port (see kvstore.api.client_port).
+    client_acceptors: int = DEFAULT_CLIENT_ACCEPTORS
     # Writes are refused (NoSpace) while a majority has less free map space
     # than this, so that the log and the state machine never hit a full map.
     capacity_threshold: int = 0
@@ -102,6 +107,11 @@ class NodeConfig:
         ):
             if not seconds >= 0:  # also NaN
                 raise ValueError(f"--{flag} must be a number of ms >= 0, got {seconds * 1000}")
+        if not 1 <= self.client_acceptors <= MAX_CLIENT_ACCEPTORS:
+            raise ValueError(
+                f"--client-acceptors must be 1 to {MAX_CLIENT_ACCEPTORS}, "
+                f"got {self.client_acceptors}"
+            )
         if self.capacity_threshold == 0:
             self.capacity_threshold = max(4 << 20, 4 * self.max_value_size)
         if not self.listen_peer_addr:

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kvstore.api.service import add_client_services
@@ -43,7 +43,8 @@ def server_waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 async def _serve_and_call() -> tuple[health_pb2.HealthCheckResponse, list[str]]:
     server = grpc.aio.server()
-    health_servicer = add_client_services(server, _EXECUTOR)
+    health_servicer = health.aio.HealthServicer()
+    add_client_services(server, _EXECUTOR, health_servicer)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

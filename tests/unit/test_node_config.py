@@ -27,3 +27,14 @@ def test_the_defaults() -> None:
 def test_a_negative_or_missing_wait_is_refused(flag: str, value: float) -> None:
     with pytest.raises(ValueError, match="--" + flag.replace("_", "-")):
         config(**{flag: value})
+
+
+def test_the_client_port_has_a_few_servers_by_default() -> None:
+    assert config().client_acceptors == 8
+    assert config(client_acceptors=1).client_acceptors == 1  # one server, the port exclusive
+
+
+@pytest.mark.parametrize("count", [0, -1, 65])
+def test_a_count_of_client_acceptors_out_of_range_is_refused(count: int) -> None:
+    with pytest.raises(ValueError, match="--client-acceptors must be 1 to 64, got"):
+        config(client_acceptors=count)
