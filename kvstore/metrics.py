@@ -71,7 +71,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.proposals_applied = 0  # exported by _NodeCollector (a plain int: once per write)
-        # Calls each of the client port's servers took in (set by kvstore.api.client_port).
+        # Calls each of the client port's servers took in (set by kvstore.server).
         self.acceptor_calls: list[int] = []
         self.proposals_failed = Counter(
             "kvstore_proposals_failed",

@@ -88,6 +88,7 @@ class Server:
             self.client_tls.server_credentials() if self.client_tls else None,
             acceptors=self.config.client_acceptors,
         )
+        node.metrics.acceptor_calls = self.client_port.calls
         await self.client_port.start()
 
     def _on_messages(self, from_id: int, from_address: str, messages: list[Message]) -> None:

@@ -91,7 +91,6 @@ class ClientPort:
         self.health = health.aio.HealthServicer()
         #: Calls taken in by each server (kvstore_client_acceptor_calls_total).
         self.calls = [0] * acceptors
-        executor.node.metrics.acceptor_calls = self.calls
         self._executor = executor
         self._credentials = credentials
         self._servers: list[grpc.aio.Server] = []

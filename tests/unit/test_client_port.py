@@ -22,9 +22,8 @@ from kvstore.api.client_port import ClientPort, check_port_free, split_address
 
 
 def _executor() -> Any:
-    """What the servicers' constructors and the call counts need; no call reaches it."""
-    node = SimpleNamespace(config=SimpleNamespace(request_timeout=1.0), metrics=SimpleNamespace())
-    return SimpleNamespace(node=node)
+    """What the servicers' constructors need; no call reaches it."""
+    return SimpleNamespace(node=SimpleNamespace(config=SimpleNamespace(request_timeout=1.0)))
 
 
 @asynccontextmanager
