@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
-from kvstore.api.client_port import ClientPort
+from kvstore.api.client_port import ClientPort, check_port_free
 from kvstore.api.executor import Executor
 from kvstore.api.forward import ForwardClient, make_forward_handler
 from kvstore.cli.server import stored_cluster_id
@@ -49,6 +49,9 @@ class Server:
         self.metrics_server: HealthServer | None = None
 
     async def start(self) -> None:
+        """Raises OSError naming the address if a port is taken."""
+        # The client port opens last; a taken one should fail before anything starts.
+        check_port_free(self.config.client_addr)
         node = self.node
         servicer = PeerServicer(
             cluster_id=self.cluster_id,

@@ -280,7 +280,12 @@ async def serve(config: NodeConfig) -> int:
             return 1
         learning.result()
     server = Server(config)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # a port taken: say which, and close what started
+        log.critical("member %d cannot start: %s", config.id, exc)
+        await server.stop()
+        return 1
     settle_gc()
     log.info(
         "member %d serving clients on %s, peers on %s (known to them as %s)",
