@@ -8,7 +8,6 @@ node to serve. Stop runs the other way round, each step bounded in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -100,8 +99,6 @@ class Server:
     async def stop(self) -> None:
         """Answer or fail what is in flight, then close everything, each step bounded."""
         if self.client_port is not None:
-            with contextlib.suppress(Exception):
-                await self.client_port.enter_graceful_shutdown()
             await self.client_port.stop(grace=2.0)
         await self.node.stop()
         await self.forward_client.close()

@@ -20,6 +20,7 @@ members started within the same instant could both pass the probe.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 from typing import Any
@@ -142,11 +143,10 @@ class ClientPort:
             raise OSError(f"cannot listen for clients on {address}")
         return port
 
-    async def enter_graceful_shutdown(self) -> None:
-        """Health checks answer NOT_SERVING from now on (load balancers move away)."""
-        await self.health.enter_graceful_shutdown()
-
     async def stop(self, grace: float | None) -> None:
-        """Stop every server at once: in-flight calls get ``grace`` seconds."""
+        """Health checks answer NOT_SERVING (load balancers move away), then every
+        server stops at once: in-flight calls get ``grace`` seconds."""
+        with contextlib.suppress(Exception):  # never keeps the servers from stopping
+            await self.health.enter_graceful_shutdown()
         servers, self._servers = self._servers, []
         await asyncio.gather(*(s.stop(grace) for s in servers))

@@ -13,12 +13,12 @@ shares a transaction and its fsync.
 
 Each request is a function run inside the shared transaction, with a
 completion callback that runs after the commit returned (so the data is on
-disk; a request submitted with ``durable=False``, the apply of committed
-entries, does not need the final flush of the meta page, see
-kvstore.storage.env, and a transaction of only such requests skips it): the typed helpers build them for Raft persistence (term, vote,
+disk): the typed helpers build them for Raft persistence (term, vote,
 entries; the result is the last durable log index, for PERSISTED_ENTRIES),
 for applying committed operations, and for anything else given as a
-function of the transaction. Callbacks are delivered in submission order,
+function of the transaction. A request submitted with ``durable=False`` (the
+apply of committed entries) does not need the final flush of the meta page
+(kvstore.storage.env); a transaction of only such requests skips it. Callbacks are delivered in submission order,
 on the event loop given to the constructor (one wake-up per transaction) or,
 without one, in the worker thread.
 
